@@ -1,0 +1,110 @@
+"""Residual blocks: EDSR's full-precision block, BBCU's binary block, and the preprint's attentive binary block.
+
+(8)  BBCU unit:            x <- RPReLU(BinaryConv(RSign(x))) + x                          (seed eq. 8)
+(12) attentive unit:       x <- a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x)
+     With Att_b = Att_r = identity and a1 = a2 = 1 it is exactly the BBCU unit.
+(13) binary upsampling unit (BBCU-M):  x <- PixelShuffle(RPReLU(BinaryConv(RSign(x)))) + nearest_up(x)
+
+The full-precision residual is added outside RPReLU so negative values survive; a block is two units with no
+block-level skip, as in BBCU's released code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from binsr.attention import make_attention
+from binsr.binary import AlphaMode, BinaryConv2d, SignBackward
+
+
+class ResBlock(nn.Module):
+    """EDSR's block: x + res_scale * conv(ReLU(conv(x)))."""
+
+    def __init__(self, n_feats: int, res_scale: float = 1.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(n_feats, n_feats, 3, padding=1),
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class BBCUUnit(nn.Module):
+    """Eq. (8): x + RPReLU(BinaryConv(RSign(x)))."""
+
+    def __init__(self, n_feats: int, alpha_mode: AlphaMode = "mean", backward: SignBackward = "approx"):
+        super().__init__()
+        self.conv = BinaryConv2d(n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + x
+
+
+class AttentiveBinaryUnit(nn.Module):
+    """Eq. (12): a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x), a1 and a2 learnable scalars (init 1).
+
+    a1 and a2 replace BBCU's amplification factor k: they set the balance between the binary branch and the
+    full-precision residual instead of a fixed input gain.
+    """
+
+    def __init__(
+        self,
+        n_feats: int,
+        att_bin: str = "pixel",
+        att_res: str = "pixel",
+        alpha_mode: AlphaMode = "learnable",
+        backward: SignBackward = "approx",
+        learn_scales: bool = True,
+    ):
+        super().__init__()
+        self.conv = BinaryConv2d(n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward)
+        self.att_bin = make_attention(att_bin, n_feats)
+        self.att_res = make_attention(att_res, n_feats)
+        self.a1 = nn.Parameter(torch.ones(()), requires_grad=learn_scales)
+        self.a2 = nn.Parameter(torch.ones(()), requires_grad=learn_scales)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a1 * self.att_bin(self.conv(x)) + self.a2 * self.att_res(x)
+
+
+class BBCUBlock(nn.Sequential):
+    """Two BBCU units (8) in a row."""
+
+    def __init__(self, n_feats: int, alpha_mode: AlphaMode = "mean", backward: SignBackward = "approx"):
+        super().__init__(*(BBCUUnit(n_feats, alpha_mode, backward) for _ in range(2)))
+
+
+class AttentiveBinaryBlock(nn.Sequential):
+    """Two attentive binary units (12) in a row: the preprint's block."""
+
+    def __init__(
+        self,
+        n_feats: int,
+        att_bin: str = "pixel",
+        att_res: str = "pixel",
+        alpha_mode: AlphaMode = "learnable",
+        backward: SignBackward = "approx",
+        learn_scales: bool = True,
+    ):
+        super().__init__(
+            *(AttentiveBinaryUnit(n_feats, att_bin, att_res, alpha_mode, backward, learn_scales) for _ in range(2))
+        )
+
+
+class BinaryUpsampleUnit(nn.Module):
+    """Eq. (13), BBCU-M's binary upsampler: the residual of a c -> c*s*s conv is the nearest-upsampled input."""
+
+    def __init__(self, n_feats: int, factor: int, alpha_mode: AlphaMode = "mean", backward: SignBackward = "approx"):
+        super().__init__()
+        self.factor = factor
+        self.conv = BinaryConv2d(n_feats, n_feats * factor * factor, 3, alpha_mode=alpha_mode, backward=backward)
+        self.shuffle = nn.PixelShuffle(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.conv(x)) + F.interpolate(x, scale_factor=self.factor, mode="nearest")

@@ -1,0 +1,214 @@
+"""Backbones (EDSR, SRResNet-style BBCU reference nets) and the model registry.
+
+Every model maps a float image in [0, 1], shape (N, 3, h, w), to (N, 3, s*h, s*w) and carries `scale` and
+`config` (registry name + full arguments) so a checkpoint can rebuild it.
+
+(14) amplification (BBCU): the network sees k * x and its output is divided by k, so every full-precision
+     residual carries amplitude ~k while a binary branch's amplitude is set by alpha alone. BBCU uses
+     k = 130 at 64 channels, k = 130 * n / 64 in general; the attentive block uses k = 1 (a1, a2 take its role).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from binsr.attention import ATTENTION_KINDS
+from binsr.blocks import AttentiveBinaryBlock, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
+
+SCALES = (2, 3, 4)
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def bbcu_k(n_feats: int) -> float:
+    """BBCU's amplification factor: 130 at 64 channels, proportional to the width."""
+    return 130.0 * n_feats / 64
+
+
+def _check_scale(scale: int) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is not supported; expected one of {SCALES}")
+
+
+def _upsample_stages(scale: int) -> list[int]:
+    """x4 is two x2 pixel-shuffle stages; x2 and x3 are one stage."""
+    return [2, 2] if scale == 4 else [scale]
+
+
+class EDSR(nn.Module):
+    """EDSR (Lim et al. 2017): mean shift, head conv, body of blocks + conv with a long skip, pixel-shuffle
+    upsampler, tail conv. Head, body conv, upsampler and tail stay full precision; `make_block` decides
+    what the body is made of. Eq. (14) with gain k."""
+
+    def __init__(
+        self,
+        scale: int,
+        n_feats: int,
+        n_blocks: int,
+        make_block: Callable[[int], nn.Module],
+        k: float = 1.0,
+    ):
+        super().__init__()
+        _check_scale(scale)
+        self.scale, self.k = scale, float(k)
+        self.register_buffer("rgb_mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.head = nn.Conv2d(3, n_feats, 3, padding=1)
+        blocks = [make_block(n_feats) for _ in range(n_blocks)]
+        self.body = nn.Sequential(*blocks, nn.Conv2d(n_feats, n_feats, 3, padding=1))
+        stages: list[nn.Module] = []
+        for factor in _upsample_stages(scale):
+            stages += [nn.Conv2d(n_feats, n_feats * factor * factor, 3, padding=1), nn.PixelShuffle(factor)]
+        self.upsampler = nn.Sequential(*stages)
+        self.tail = nn.Conv2d(n_feats, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head((x - self.rgb_mean) * self.k)
+        x = x + self.body(x)
+        return self.tail(self.upsampler(x)) / self.k + self.rgb_mean
+
+
+class SRResNet(nn.Module):
+    """SRResNet without batch norm, the backbone of BBCU's reference nets (BBCU-L, BBCU-M).
+
+    k*x -> conv_first + LeakyReLU -> body -> upsampling -> conv_hr + LeakyReLU -> conv_last,
+    plus the bilinearly upsampled input, then / k.
+    With `binary_tail` (BBCU-M) each upsampling stage is a binary upsampling unit (13) and conv_hr a BBCU unit (8).
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        n_feats: int,
+        n_blocks: int,
+        make_block: Callable[[int], nn.Module],
+        k: float = 1.0,
+        binary_tail: bool = False,
+    ):
+        super().__init__()
+        _check_scale(scale)
+        self.scale, self.k = scale, float(k)
+        self.conv_first = nn.Conv2d(3, n_feats, 3, padding=1)
+        self.body = nn.Sequential(*(make_block(n_feats) for _ in range(n_blocks)))
+        lrelu = partial(nn.LeakyReLU, 0.1, inplace=True)
+        if binary_tail:
+            self.upsampler = nn.Sequential(*(BinaryUpsampleUnit(n_feats, f) for f in _upsample_stages(scale)))
+            self.conv_hr = BBCUUnit(n_feats)
+        else:
+            stages: list[nn.Module] = []
+            for factor in _upsample_stages(scale):
+                conv = nn.Conv2d(n_feats, n_feats * factor * factor, 3, padding=1)
+                stages += [conv, nn.PixelShuffle(factor), lrelu()]
+            self.upsampler = nn.Sequential(*stages)
+            self.conv_hr = nn.Conv2d(n_feats, n_feats, 3, padding=1)
+        self.conv_last = nn.Conv2d(n_feats, 3, 3, padding=1)
+        self.lrelu = lrelu()
+        # An nn.Module rather than F.interpolate so `binsr.summary` sees (and counts) the image-space skip.
+        self.image_skip = nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=False)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                _scaled_kaiming_(m, 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.k
+        out = self.upsampler(self.body(self.lrelu(self.conv_first(x))))
+        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        return (out + self.image_skip(x)) / self.k
+
+
+def _scaled_kaiming_(conv: nn.Conv2d, gain: float) -> None:
+    """BasicSR's default_init_weights: Kaiming-normal scaled by `gain`, zero bias; keeps deep residual nets stable."""
+    nn.init.kaiming_normal_(conv.weight)
+    conv.weight.data.mul_(gain)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+# ---- registry -------------------------------------------------------------------------------------------
+
+
+def edsr_fp(scale: int = 2, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.0) -> nn.Module:
+    """EDSR with full-precision residual blocks."""
+    return EDSR(scale, n_feats, n_blocks, partial(ResBlock, res_scale=res_scale))
+
+
+def edsr_bbcu(
+    scale: int = 2,
+    n_feats: int = 64,
+    n_blocks: int = 16,
+    k: float | None = None,
+    alpha_mode: str = "mean",
+    backward: str = "approx",
+) -> nn.Module:
+    """EDSR with BBCU blocks (8); k defaults to BBCU's 130 * n_feats / 64."""
+    block = partial(BBCUBlock, alpha_mode=alpha_mode, backward=backward)
+    return EDSR(scale, n_feats, n_blocks, block, k=bbcu_k(n_feats) if k is None else k)
+
+
+def edsr_proposed(
+    scale: int = 2,
+    n_feats: int = 64,
+    n_blocks: int = 16,
+    att_bin: str = "pixel",
+    att_res: str = "pixel",
+    k: float = 1.0,
+    alpha_mode: str = "learnable",
+    backward: str = "approx",
+) -> nn.Module:
+    """EDSR with the preprint's attentive binary blocks (12); attention kinds from ATTENTION_KINDS."""
+    for name, kind in (("att_bin", att_bin), ("att_res", att_res)):
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"{name}={kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")
+    block = partial(AttentiveBinaryBlock, att_bin=att_bin, att_res=att_res, alpha_mode=alpha_mode, backward=backward)
+    return EDSR(scale, n_feats, n_blocks, block, k=k)
+
+
+def srresnet_fp(scale: int = 4, n_feats: int = 64, n_blocks: int = 16) -> nn.Module:
+    """SRResNet (no BN) with full-precision residual blocks: BBCU's full-precision reference."""
+    return SRResNet(scale, n_feats, n_blocks, ResBlock)
+
+
+def bbcu_l(scale: int = 4, n_feats: int = 64, n_blocks: int = 16, k: float | None = None) -> nn.Module:
+    """BBCU-L: binary body, full-precision upsampler and conv_hr (BBCU Table 1)."""
+    return SRResNet(scale, n_feats, n_blocks, BBCUBlock, k=bbcu_k(n_feats) if k is None else k)
+
+
+def bbcu_m(scale: int = 4, n_feats: int = 64, n_blocks: int = 16, k: float | None = None) -> nn.Module:
+    """BBCU-M: like BBCU-L with the upsampler and conv_hr binarized too (BBCU Table 1)."""
+    return SRResNet(scale, n_feats, n_blocks, BBCUBlock, k=bbcu_k(n_feats) if k is None else k, binary_tail=True)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "edsr-fp": edsr_fp,
+    "edsr-bbcu": edsr_bbcu,
+    "edsr-proposed": edsr_proposed,
+    "srresnet-fp": srresnet_fp,
+    "bbcu-l": bbcu_l,
+    "bbcu-m": bbcu_m,
+}
+
+
+def model_arguments(name: str, **kwargs) -> dict:
+    """The full argument dict (defaults filled in) that `create_model(name, ...)` would use."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    signature = inspect.signature(MODELS[name])
+    unknown = sorted(set(kwargs) - set(signature.parameters))
+    if unknown:
+        valid = ", ".join(signature.parameters)
+        raise ValueError(f"model {name!r} has no argument {', '.join(unknown)}; valid: {valid}")
+    bound = signature.bind(**kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model, e.g. `create_model("edsr-bbcu", scale=2, n_feats=32, n_blocks=8)`."""
+    arguments = model_arguments(name, **kwargs)
+    model = MODELS[name](**arguments)
+    model.config = {"name": name, "kwargs": arguments}
+    return model
+

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from binsr.binary import BinaryConv2d
+from binsr.models import MODELS, bbcu_k, create_model, model_arguments
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_every_model_and_scale_has_the_right_output_shape(name, scale):
+    model = create_model(name, scale=scale, n_feats=8, n_blocks=1)
+    out = model(torch.rand(2, 3, 7, 10))
+    assert out.shape == (2, 3, 7 * scale, 10 * scale)
+    assert model.scale == scale
+
+
+def test_config_records_full_arguments_and_rebuilds_the_model():
+    model = create_model("edsr-proposed", scale=2, n_feats=16, n_blocks=2, att_bin="se")
+    assert model.config == {
+        "name": "edsr-proposed",
+        "kwargs": {
+            "scale": 2, "n_feats": 16, "n_blocks": 2, "att_bin": "se", "att_res": "pixel",
+            "k": 1.0, "alpha_mode": "learnable", "backward": "approx",
+        },
+    }
+    twin = create_model(model.config["name"], **model.config["kwargs"])
+    assert twin.state_dict().keys() == model.state_dict().keys()
+
+
+def test_amplification_factor_defaults():
+    assert bbcu_k(64) == 130.0 and bbcu_k(32) == 65.0
+    assert create_model("edsr-bbcu", n_feats=32, n_blocks=1).k == 65.0
+    assert create_model("edsr-proposed", n_feats=32, n_blocks=1).k == 1.0
+    assert create_model("edsr-fp", n_feats=32, n_blocks=1).k == 1.0
+    assert create_model("bbcu-l", n_feats=64, n_blocks=1).k == 130.0
+
+
+def test_edsr_k_scales_the_network_input_and_divides_the_output():
+    torch.manual_seed(0)
+    model = create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=1, k=7.0)
+    seen = {}
+
+    def record(module, inputs, output):
+        seen["in"] = inputs[0]
+
+    model.head.register_forward_hook(record)
+    x = torch.rand(1, 3, 4, 4)
+    model(x)
+    assert torch.allclose(seen["in"], (x - model.rgb_mean) * 7.0)
+
+
+def test_binary_layer_counts_and_alpha_modes():
+    def binary_convs(m):
+        return [c for c in m.modules() if isinstance(c, BinaryConv2d)]
+
+    assert len(binary_convs(create_model("edsr-bbcu", n_feats=8, n_blocks=3))) == 6
+    assert {c.alpha_mode for c in binary_convs(create_model("edsr-bbcu", n_feats=8, n_blocks=1))} == {"mean"}
+    assert {c.alpha_mode for c in binary_convs(create_model("edsr-proposed", n_feats=8, n_blocks=1))} == {"learnable"}
+    assert len(binary_convs(create_model("bbcu-m", scale=4, n_feats=8, n_blocks=2))) == 4 + 2 + 1
+    assert len(binary_convs(create_model("bbcu-l", scale=4, n_feats=8, n_blocks=2))) == 4
+
+
+def test_gradients_reach_every_parameter_of_the_proposed_model():
+    torch.manual_seed(0)
+    model = create_model("edsr-proposed", scale=2, n_feats=8, n_blocks=1, att_bin="se", att_res="spatial")
+    (model(torch.rand(1, 3, 8, 8)) - torch.rand(1, 3, 16, 16)).abs().mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    # a dead ReLU in SE's one-unit bottleneck may legitimately stop a gradient; nothing else may be zero
+    zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0 and "att_bin.fc" not in n]
+    assert zero == []
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(ValueError, match="unknown model 'edsr-xnor'; expected one of edsr-fp, edsr-bbcu"):
+        create_model("edsr-xnor")
+    with pytest.raises(ValueError, match="model 'edsr-fp' has no argument att_bin; valid: scale, n_feats"):
+        create_model("edsr-fp", att_bin="se")
+    with pytest.raises(ValueError, match=r"scale=5 is not supported; expected one of \(2, 3, 4\)"):
+        create_model("edsr-fp", scale=5)
+    with pytest.raises(ValueError, match="att_res='channel' is not valid"):
+        create_model("edsr-proposed", att_res="channel")
+    assert model_arguments("bbcu-m")["k"] is None
