@@ -1,0 +1,5 @@
+import sys
+
+from binsr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""Command line: `binsr {summary,eval,train,experiment,export,bench,demo} ...` (also `python -m binsr ...`).
+
+Each command imports what it needs when it runs, so `binsr --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that choose a registry model's architecture (only those given are passed on)."""
+    parser.add_argument("--scale", type=int, default=2, help="upscaling factor: 2, 3 or 4 (default 2)")
+    parser.add_argument("--n-feats", type=int, help="channels (width)")
+    parser.add_argument("--n-blocks", type=int, help="residual blocks (depth)")
+    parser.add_argument("--att-bin", help="attention on the binary branch: none, se, spatial, pixel (edsr-proposed)")
+    parser.add_argument("--att-res", help="attention on the residual branch: none, se, spatial, pixel (edsr-proposed)")
+    parser.add_argument("--k", type=float, help="amplification factor k (BBCU default 130*n_feats/64)")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """The registry arguments given on the command line."""
+    names = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from binsr.models import create_model
+    from binsr.summary import summary
+
+    if Path(args.model).suffix in (".pt", ".pth"):
+        from binsr.checkpoint import load_model
+
+        model = load_model(args.model)
+    else:
+        model = create_model(args.model, **model_kwargs(args))
+    print(f"{model.config['name']}  {model.config['kwargs']}  LR input {args.lr_size[1]}x{args.lr_size[0]}")
+    print(summary(model, lr_size=tuple(args.lr_size)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="binsr",
+        description="Binary neural networks for image super-resolution: models, training, evaluation, XNOR engine.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("summary", help="per-layer params, FLOPs, BOPs and OPs of a model (BBCU's convention)")
+    p.add_argument("model", help="registry name (edsr-fp, edsr-bbcu, edsr-proposed, srresnet-fp, bbcu-l, bbcu-m) "
+                   "or a checkpoint .pt")
+    add_model_arguments(p)
+    p.add_argument("--lr-size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"),
+                   help="LR input size (default 180 320, as in BBCU's Table 1)")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `binsr` command; errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"binsr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
