@@ -40,6 +40,34 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(summary(model, lr_size=tuple(args.lr_size)))
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from binsr.evaluate import evaluate, format_table, write_csv, write_json
+
+    rows = []
+    for spec in args.model:
+        if spec == "bicubic":
+            model, method = None, "Bicubic"
+        else:
+            from binsr.checkpoint import load_model
+
+            model, method = load_model(spec, expect_scale=args.scale), Path(spec).stem
+        label = f"{method} (x8 self-ensemble)" if args.self_ensemble and model is not None else method
+        rows += evaluate(model, args.data, args.scale, args.data_root, args.self_ensemble, method=label)
+    print(format_table(rows))
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        write_json(rows, args.json)
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from binsr.data import resolve_data_root
+    from binsr.download import download
+
+    root = args.data_root or resolve_data_root() or "data"
+    print(f"downloaded to {download(args.name, root, progress=True, verify=not args.insecure)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="binsr",
@@ -54,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"),
                    help="LR input size (default 180 320, as in BBCU's Table 1)")
     p.set_defaults(func=cmd_summary)
+
+    p = commands.add_parser("eval", help="PSNR/SSIM on the Y channel (MATLAB protocol) of bicubic or checkpoints")
+    p.add_argument("--model", nargs="+", default=["bicubic"], metavar="MODEL",
+                   help="'bicubic' and/or checkpoint files (default: bicubic)")
+    p.add_argument("--data", nargs="+", default=["Set5", "Set14"], metavar="SET",
+                   help="dataset names (Set5, Set14, B100, Urban100, Manga109, T91, photos-test, ...) or folders")
+    p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
+    p.add_argument("--data-root", help="folder holding the benchmark sets (default: $BINSR_DATA, then ../shared/data)")
+    p.add_argument("--self-ensemble", action="store_true", help="average the x8 flips and rotations")
+    p.add_argument("--csv", help="write per-image results to this CSV file")
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("download", help="fetch a public benchmark set (sha256-verified; never runs implicitly)")
+    p.add_argument("name", help="benchmark (EDSR's Set5, Set14, B100, Urban100 with LR), DIV2K or DIV2K-valid")
+    p.add_argument("--data-root", help="where to put it (default: $BINSR_DATA, then ./data)")
+    p.add_argument("--insecure", action="store_true", help="accept an archive whose sha256 is not on record")
+    p.set_defaults(func=cmd_download)
     return parser
 
 
