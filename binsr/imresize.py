@@ -1,14 +1,16 @@
 """MATLAB-compatible bicubic `imresize`, written from the definition of MATLAB's algorithm.
 
+Its equations are lettered, (a)-(e), to keep them apart from the numbered equations of the network.
+
 SR benchmarks define the low-resolution input as MATLAB's `imresize(HR, 1/s, 'bicubic')`. Other bicubics
 (PIL, OpenCV, torch) use another kernel or no antialiasing and give other LR images, so we reproduce MATLAB's:
 
-(1)  cubic kernel, Keys a = -0.5:  k(x) = 1.5|x|^3 - 2.5|x|^2 + 1          for |x| <= 1
+(a)  cubic kernel, Keys a = -0.5:  k(x) = 1.5|x|^3 - 2.5|x|^2 + 1          for |x| <= 1
                                           -0.5|x|^3 + 2.5|x|^2 - 4|x| + 2   for 1 < |x| <= 2
-(2)  antialiasing when shrinking (scale < 1): k_s(x) = scale * k(scale * x), support widened to 4 / scale
-(3)  output pixel x (1-based) samples the input at u = x / scale + 0.5 * (1 - 1 / scale)
-(4)  taps outside the image mirror symmetrically (..., 2, 1, | 1, 2, ..., n, | n, n-1, ...)
-(5)  weights of each output pixel are normalised to sum to 1
+(b)  antialiasing when shrinking (scale < 1): k_s(x) = scale * k(scale * x), support widened to 4 / scale
+(c)  output pixel x (1-based) samples the input at u = x / scale + 0.5 * (1 - 1 / scale)
+(d)  taps outside the image mirror symmetrically (..., 2, 1, | 1, 2, ..., n, | n, n-1, ...)
+(e)  weights of each output pixel are normalised to sum to 1
 
 The image is resized one axis at a time, rows first (MATLAB does the axis with the smaller scale first,
 and rows when the scales tie). For uint8 input MATLAB stores each pass as uint8, so we round and clip
@@ -24,7 +26,7 @@ import numpy as np
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
-    """Eq. (1): the Keys cubic convolution kernel with a = -0.5."""
+    """Eq. (a): the Keys cubic convolution kernel with a = -0.5."""
     ax = np.abs(x)
     near = (1.5 * ax**3 - 2.5 * ax**2 + 1) * (ax <= 1)
     far = (-0.5 * ax**3 + 2.5 * ax**2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
@@ -32,16 +34,16 @@ def cubic(x: np.ndarray) -> np.ndarray:
 
 
 def contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. (2)-(5) along one axis: (weights, indices), both (out_len, taps); output = sum of weights * input."""
-    shrink = min(scale, 1.0)  # eq. (2): a kernel stretched by 1/scale low-pass filters before decimation
+    """Eq. (b)-(e) along one axis: (weights, indices), both (out_len, taps); output = sum of weights * input."""
+    shrink = min(scale, 1.0)  # eq. (b): a kernel stretched by 1/scale low-pass filters before decimation
     width = 4.0 / shrink
-    u = np.arange(1, out_len + 1) / scale + 0.5 * (1 - 1 / scale)  # eq. (3), 1-based like MATLAB
+    u = np.arange(1, out_len + 1) / scale + 0.5 * (1 - 1 / scale)  # eq. (c), 1-based like MATLAB
     left = np.floor(u - width / 2)
     taps = math.ceil(width) + 2
     index = left[:, None] + np.arange(taps)[None, :]  # 1-based input positions
     weights = shrink * cubic(shrink * (u[:, None] - index))
-    weights /= weights.sum(axis=1, keepdims=True)  # eq. (5)
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])  # eq. (4)
+    weights /= weights.sum(axis=1, keepdims=True)  # eq. (e)
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])  # eq. (d)
     return weights, mirror[(index.astype(np.int64) - 1) % (2 * in_len)]
 
 
