@@ -1,0 +1,363 @@
+"""binsr.viz: the notebooks' figure and widget functions, called headless with hand-checkable numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+import binsr
+from binsr import viz
+from binsr.binary import SIGN_BACKWARDS, BinaryConv2d, sign_derivative
+from binsr.blocks import BBCUBlock, BBCUUnit, ResBlock
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _tiny_model(**kw):
+    return binsr.create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=1, **kw)
+
+
+def _photo(h=24, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _check_figure(fig, n_axes):
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == n_axes
+    width, height = fig.get_size_inches()
+    assert width <= 10 and height <= 4 and 72 <= fig.dpi <= 80
+    fig.canvas.draw()  # renders headless without error
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("yes", True), ("", False), ("0", False), ("false", False)]
+)
+def test_quick_mode_reads_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("BINSR_QUICK", value)
+    assert viz.quick_mode() is expected
+
+
+def test_quick_mode_unset(monkeypatch):
+    monkeypatch.delenv("BINSR_QUICK", raising=False)
+    assert viz.quick_mode() is False
+
+
+def test_image_to_tensor_scales_and_orders_channels():
+    img = np.zeros((2, 3, 3), dtype=np.uint8)
+    img[1, 2] = (255, 0, 51)
+    t = viz.image_to_tensor(img)
+    assert t.shape == (1, 3, 2, 3)
+    assert t[0, :, 1, 2].tolist() == pytest.approx([1.0, 0.0, 0.2])
+    with pytest.raises(ValueError):
+        viz.image_to_tensor(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_capture_input_and_output():
+    model = _tiny_model()
+    img = _photo()
+    head_out = viz.capture(model, img, "head")
+    body_in = viz.capture(model, img, "body.0.0", which="input")
+    assert head_out.shape == (8, 24, 32)
+    assert torch.equal(head_out, body_in)
+    with torch.no_grad():
+        expected = model.head((viz.image_to_tensor(img) - model.rgb_mean) * model.k)[0]
+    assert torch.equal(head_out, expected)
+    with pytest.raises(ValueError):
+        viz.capture(model, img, "no.such.layer")
+
+
+# ---- 01 -------------------------------------------------------------------------------------------------
+
+
+def test_psnr_of_noise():
+    assert viz.psnr_of_noise(1.0) == pytest.approx(48.1308, abs=1e-4)
+    assert viz.psnr_of_noise(2.0) == pytest.approx(viz.psnr_of_noise(1.0) - 20 * math.log10(2))
+
+
+def test_add_noise_is_seeded_and_uint8():
+    img = _photo()
+    a, b = viz.add_noise(img, 3.0, seed=1), viz.add_noise(img, 3.0, seed=1)
+    assert a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, viz.add_noise(img, 3.0, seed=2))
+    assert np.array_equal(viz.add_noise(img, 0.0), img)
+
+
+def test_one_bit_image_thresholds_each_channel_at_its_mean():
+    img = np.array([[[0, 10, 200], [100, 30, 100]]], dtype=np.uint8)  # channel means 50, 20, 150
+    out = viz.one_bit_image(img)
+    assert out.tolist() == [[[0, 0, 255], [255, 255, 0]]]
+
+
+def test_sr_vs_classification_figure():
+    _check_figure(viz.sr_vs_classification_figure(_photo(), sigma=2.0), 4)
+
+
+def test_cost_figure():
+    with torch.device("meta"):
+        costs = {
+            n: binsr.summary(binsr.create_model(n, scale=2, n_feats=8, n_blocks=1), (8, 8))
+            for n in ("edsr-fp", "edsr-bbcu")
+        }
+    _check_figure(viz.cost_figure(costs), 2)
+
+
+# ---- 02 -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backward", SIGN_BACKWARDS)
+def test_surrogate_forward_is_the_antiderivative(backward):
+    x = torch.linspace(-2.5, 2.5, 501, dtype=torch.float64)
+    h = 1e-6
+    numeric = (viz.surrogate_forward(x + h, backward) - viz.surrogate_forward(x - h, backward)) / (2 * h)
+    away = (x.abs() - 1).abs() > 1e-3
+    assert torch.allclose(numeric[away], sign_derivative(x, backward)[away], atol=1e-6)
+    assert torch.equal(viz.autograd_sign_gradient(x, backward), sign_derivative(x, backward))
+
+
+def test_surrogate_forward_values():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])
+    assert viz.surrogate_forward(x, "clipped").tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert viz.surrogate_forward(x, "approx").tolist() == [-1.0, -0.75, 0.0, 0.75, 1.0]
+    assert viz.surrogate_forward(x, "identity").tolist() == x.tolist()
+    with pytest.raises(ValueError):
+        viz.surrogate_forward(x, "tanh")
+
+
+def test_fraction_with_gradient_by_hand():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 1.0, 1.5])
+    assert viz.fraction_with_gradient(x, "clipped") == pytest.approx(4 / 6)  # |x| <= 1
+    assert viz.fraction_with_gradient(x, "approx") == pytest.approx(3 / 6)  # |x| < 1 (zero at |x| = 1)
+    assert viz.fraction_with_gradient(x, "identity") == 1.0
+
+
+def test_sign_backward_figure():
+    fig = viz.sign_backward_figure(3.0)
+    _check_figure(fig, 2)
+    labelled = [line for line in fig.axes[0].lines if not line.get_label().startswith("_")]
+    assert len(labelled) == 1 + len(SIGN_BACKWARDS)
+
+
+def test_threshold_loss_and_its_gradient():
+    assert viz.threshold_loss(0.3, 0.3) == 0.0
+    assert viz.threshold_loss(50.0, 0.0) == pytest.approx(2.0)  # half of the samples disagree, each costs 4
+    for t in (-1.2, 0.4, 2.0):
+        h = 1e-6
+        numeric = (viz.threshold_loss(t + h, 0.0) - viz.threshold_loss(t - h, 0.0)) / (2 * h)
+        assert viz.threshold_true_gradient(t, 0.0) == pytest.approx(numeric, rel=1e-5)
+
+
+def test_threshold_surrogate_gradient_identity_by_hand():
+    # identity STE: dL/dt = mean(2 (yhat - y) * (-1)) on the same seeded sample
+    x = torch.randn(500, generator=torch.Generator().manual_seed(3))
+    t, target = 0.7, -0.2
+    yhat, y = torch.where(x > t, 1.0, -1.0), torch.where(x > target, 1.0, -1.0)
+    expected = float((-2 * (yhat - y)).mean())
+    assert viz.threshold_surrogate_gradient(t, target, "identity", n=500, seed=3) == pytest.approx(expected, abs=1e-6)
+    # clipped: only samples with |x - t| <= 1 count
+    window = ((x - t).abs() <= 1).float()
+    expected = float((-2 * (yhat - y) * window).mean())
+    assert viz.threshold_surrogate_gradient(t, target, "clipped", n=500, seed=3) == pytest.approx(expected, abs=1e-6)
+
+
+def test_threshold_descent():
+    run = viz.threshold_descent("identity", t0=3.0, steps=60)
+    assert run["t"].shape == (61,) and run["t"][0] == 3.0
+    assert abs(run["t"][-1]) < 0.05 and run["loss"][-1] < 0.01
+    stuck = viz.threshold_descent("clipped", t0=4.0, steps=60)  # few samples within 1 of t = 4
+    assert stuck["t"][-1] > 3.0
+
+
+def test_gradient_mismatch_figure():
+    _check_figure(viz.gradient_mismatch_figure(t0=2.0, steps=5, n=500), 2)
+
+
+# ---- 03 -------------------------------------------------------------------------------------------------
+
+
+def test_fraction_positive_by_hand():
+    x = torch.tensor([[[0.5, -1.0, 2.0], [0.0, 3.0, -0.5]], [[0.4, 0.1, -2.0], [0.9, -0.3, 0.2]]])
+    # channel 0: 0.5, 2, 3 are > 0.4 -> 3/6; channel 1: only 0.9 (0.4 is not > 0.4) -> 1/6
+    assert viz.fraction_positive(x, 0.4).tolist() == pytest.approx([3 / 6, 1 / 6])
+    # per-channel thresholds; and at 0, where 0.0 itself goes to -1
+    assert viz.fraction_positive(x, torch.tensor([2.5, -2.5])).tolist() == pytest.approx([1 / 6, 1.0])
+    assert viz.fraction_positive(x, 0.0).tolist() == pytest.approx([3 / 6, 4 / 6])
+    assert viz.fraction_positive(x.unsqueeze(0), 0.4).tolist() == pytest.approx([3 / 6, 1 / 6])
+
+
+def test_rsign_apply_matches_the_definition():
+    x = torch.randn(3, 5, 7)
+    t = torch.tensor([0.1, -0.4, 1.2])
+    assert torch.equal(viz.rsign_apply(x, t), torch.where(x > t.view(-1, 1, 1), 1.0, -1.0))
+
+
+def test_rsign_figure():
+    _check_figure(viz.rsign_figure(torch.randn(4, 10, 12), threshold=0.2, channel=1), 4)
+
+
+def test_thermometer_by_hand():
+    x = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    code = viz.thermometer(x, [0.5, 1.5, 2.5])
+    assert code.flatten().tolist() == pytest.approx([-1.0, -1 / 3, 1 / 3, 1.0])
+    assert torch.equal(viz.thermometer(x, [1.5, 1.5]), torch.where(x > 1.5, 1.0, -1.0))
+
+
+def test_correlation():
+    a = torch.randn(100)
+    assert viz.correlation(a, 2 * a + 1) == pytest.approx(1.0)
+    assert viz.correlation(a, -a) == pytest.approx(-1.0)
+
+
+def test_thermometer_figure_and_more_levels_help():
+    x = torch.randn(40, 40, generator=torch.Generator().manual_seed(0))
+    q = lambda n: torch.quantile(x.flatten(), torch.linspace(0, 1, n + 2)[1:-1])  # noqa: E731
+    assert viz.correlation(viz.thermometer(x, q(8)), x) > viz.correlation(viz.thermometer(x, q(1)), x)
+    _check_figure(viz.thermometer_figure(x, levels=4), 2)
+
+
+def test_rprelu_apply_by_hand():
+    x = torch.tensor([-2.0, 0.0, 2.0])
+    # u = x - 1 = [-3, -1, 1]; PReLU_0.5(u) = [-1.5, -0.5, 1]; + 0.3
+    assert viz.rprelu_apply(x, 1.0, 0.5, 0.3).tolist() == pytest.approx([-1.2, -0.2, 1.3])
+    feats = torch.randn(2, 3, 4, 5)
+    assert torch.equal(viz.rprelu_apply(feats, 0.0, 0.25, 0.0), F.prelu(feats, torch.tensor([0.25])))
+
+
+def test_rprelu_figure():
+    _check_figure(viz.rprelu_figure(0.1, 0.3, -0.2), 1)
+    _check_figure(viz.rprelu_figure(0.1, 0.3, -0.2, values=torch.randn(500)), 2)
+
+
+# ---- 04 -------------------------------------------------------------------------------------------------
+
+
+def test_binarization_error_by_hand():
+    w = torch.tensor([0.5, -1.5, 1.0])
+    # sign = [1, -1, 1]; W - 1*sign = [-0.5, -0.5, 0] -> 0.5
+    assert viz.binarization_error(w, 1.0).tolist() == pytest.approx([0.5])
+    w2 = torch.tensor([[[[0.5]], [[-1.5]]], [[[2.0]], [[0.0]]]])  # two output channels
+    # ch 0 alpha 1: [-0.5, -0.5] -> 0.5; ch 1 alpha 2: [0, 0 - 2*(-1)] -> 4 (sign(0) = -1)
+    assert viz.binarization_error(w2, torch.tensor([1.0, 2.0])).tolist() == pytest.approx([0.5, 4.0])
+
+
+def test_alpha_error_curve_minimum_is_mean_abs():
+    w = torch.randn(300, generator=torch.Generator().manual_seed(1))
+    alphas = np.linspace(0, 2, 20001)
+    errors = viz.alpha_error_curve(w, alphas)
+    best = float(w.abs().mean())
+    assert alphas[errors.argmin()] == pytest.approx(best, abs=1e-4)
+    assert errors.min() == pytest.approx(float(w @ w) - w.numel() * best**2, rel=1e-5)
+
+
+def test_alpha_error_figure():
+    _check_figure(viz.alpha_error_figure(torch.randn(50), alpha=0.5), 2)
+
+
+def test_binary_convs_finds_every_binary_conv():
+    names = [n for n, _ in viz.binary_convs(binsr.create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=2))]
+    assert names == ["body.0.0.conv", "body.0.1.conv", "body.1.0.conv", "body.1.1.conv"]
+
+
+def test_train_and_track_counts_flips():
+    model = _tiny_model(alpha_mode="learnable")
+    weights = [m.weight for _, m in viz.binary_convs(model)]
+    before = [w.detach().clone() for w in weights]
+    record = viz.train_and_track(model, _photo(8, 8), _photo(16, 16, seed=1), steps=1, lr=5e-3)
+    assert set(record) == {"loss", "flips", "max_abs_w", "beyond_one"}
+    assert all(len(v) == 1 for v in record.values())
+    flips = sum(int(((w > 0) != (b > 0)).sum()) for w, b in zip(weights, before, strict=True))
+    assert record["flips"][0] == flips > 0
+    assert record["max_abs_w"][0] == pytest.approx(max(float(w.detach().abs().max()) for w in weights))
+    assert record["beyond_one"][0] == 0
+    with pytest.raises(ValueError):
+        viz.train_and_track(
+            binsr.create_model("edsr-fp", scale=2, n_feats=4, n_blocks=1), _photo(8, 8), _photo(16, 16), 1
+        )
+
+
+def test_flips_and_alpha_figures():
+    model = _tiny_model(alpha_mode="learnable")
+    record = viz.train_and_track(model, _photo(8, 8), _photo(16, 16, seed=1), steps=2)
+    _check_figure(viz.flips_figure(record), 2)
+    _check_figure(viz.alpha_comparison_figure(model), 2)
+
+
+def test_latent_walk():
+    pushes = np.r_[np.ones(40), -np.ones(40)]
+    identity = viz.latent_walk(pushes, lr=0.05, w0=0.1, clamp=False)
+    assert identity.shape == (81,)
+    assert identity.max() == pytest.approx(2.1, abs=1e-5) and identity[-1] == pytest.approx(0.1, abs=1e-5)
+    clamped = viz.latent_walk(pushes, lr=0.05, w0=0.1, clamp=True)
+    assert clamped[-1] > 1.0 and clamped[-1] == clamped.max() == clamped[40]  # frozen once past 1
+    clipped = viz.latent_walk(pushes, lr=0.05, w0=0.1, clamp=True, clip_weight=True)
+    assert clipped.max() == 1.0 and clipped[-1] == -1.0
+    assert int((np.sign(clipped[1:]) != np.sign(clipped[:-1])).sum()) == 1
+
+
+def test_latent_walk_figure():
+    _check_figure(viz.latent_walk_figure(10, 10, lr=0.1), 1)
+
+
+# ---- 05 -------------------------------------------------------------------------------------------------
+
+
+def test_negative_energy():
+    assert viz.negative_energy(torch.tensor([-1.0, 2.0, -3.0])) == 10.0
+
+
+def test_residual_placement():
+    conv = BinaryConv2d(6, 6)
+    x = 3 * torch.randn(6, 9, 9)
+    r = viz.residual_placement(conv, x)
+    assert set(r) == {"x", "branch", "outside", "inside"}
+    with torch.no_grad():
+        assert torch.equal(r["outside"], _unit_with(conv)(x[None])[0])  # eq. (8) is the outside placement
+        assert torch.equal(r["inside"], conv.rprelu((r["branch"] + x)[None])[0])
+        conv.rprelu.beta.fill_(1.0)  # RPReLU is then a shift, so the placement no longer matters
+    r1 = viz.residual_placement(conv, x)
+    assert torch.allclose(r1["inside"], r1["outside"], atol=1e-5)
+    assert viz.negative_energy(r["inside"]) < viz.negative_energy(r["outside"])
+
+
+def _unit_with(conv):
+    unit = BBCUUnit(conv.in_channels)
+    unit.conv = conv
+    return unit
+
+
+def test_residual_placement_figure():
+    r = viz.residual_placement(BinaryConv2d(4, 4), torch.randn(4, 8, 8))
+    _check_figure(viz.residual_placement_figure(r), 2)
+
+
+def test_amplitude_ratio_scales_as_one_over_k():
+    unit = BBCUUnit(8)
+    x = torch.randn(8, 10, 10)
+    r1 = viz.amplitude_ratio(unit, x, 1.0)
+    assert viz.amplitude_ratio(unit, x, 10.0) == pytest.approx(r1 / 10, rel=1e-5)  # threshold 0: same bits
+    with torch.no_grad():
+        expected = unit.conv(x[None]).std() / x.std()
+    assert r1 == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_amplification_figure():
+    _check_figure(viz.amplification_figure(BBCUUnit(4), torch.randn(4, 6, 6), k=20.0), 2)
+
+
+def test_block_summary_counts_by_hand():
+    s = viz.block_summary(BBCUBlock(8), 8, (4, 5))
+    assert s.bops == 2 * 8 * 8 * 9 * 20 and s.flops == 0
+    assert s.params == pytest.approx(2 * 8 * 8 * 9 / 32)
+    r = viz.block_summary(ResBlock(8), 8, (4, 5))
+    assert r.flops == 2 * 8 * 8 * 9 * 20 and r.bops == 0
+    assert r.fp_params == 2 * (8 * 8 * 9 + 8)
