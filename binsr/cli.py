@@ -1,6 +1,7 @@
 """Command line: `binsr {summary,eval,train,experiment,export,bench,demo} ...` (also `python -m binsr ...`).
 
-Each command imports what it needs when it runs, so `binsr --help` stays instant.
+The summary, eval and download commands import their modules when they run; train, experiment and demo
+bring their own argument definitions (`add_*_arguments`) from their modules.
 """
 
 from __future__ import annotations
@@ -100,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where to put it (default: $BINSR_DATA, then ./data)")
     p.add_argument("--insecure", action="store_true", help="accept an archive whose sha256 is not on record")
     p.set_defaults(func=cmd_download)
+
+    from binsr.demo import add_demo_arguments, demo_command
+    from binsr.experiment import add_experiment_arguments, experiment_command
+    from binsr.train import add_train_arguments, train_command
+
+    for name, help_text, add_arguments, command in (
+        ("train", "train a registry model (DDP under torchrun)", add_train_arguments, train_command),
+        ("experiment", "the headline grid: FP vs BBCU vs attentive blocks at one budget",
+         add_experiment_arguments, experiment_command),
+        ("demo", "shipped models: costs, scores and a side-by-side figure", add_demo_arguments, demo_command),
+    ):
+        p = commands.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.set_defaults(func=command)
     return parser
 
 
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
         print(f"binsr {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

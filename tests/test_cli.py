@@ -13,7 +13,8 @@ def test_summary_command_prints_bbcu_table_1_numbers(capsys):
 def test_bad_model_argument_is_one_line_on_stderr(capsys):
     assert main(["summary", "edsr-fp", "--att-bin", "se"]) == 2
     err = capsys.readouterr().err
-    assert err == "binsr summary: error: model 'edsr-fp' has no argument att_bin; valid: scale, n_feats, n_blocks, res_scale\n"
+    expected = "model 'edsr-fp' has no argument att_bin; valid: scale, n_feats, n_blocks, res_scale"
+    assert err == f"binsr summary: error: {expected}\n"
 
 
 def test_help_lists_every_command(capsys):

@@ -1,0 +1,283 @@
+"""The headline experiment: full precision vs BBCU vs attentive binary blocks, at one small, equal budget.
+
+Every run uses the same EDSR backbone (32 channels x 8 blocks), LR patch 48, batch 16, L1 loss, Adam
+(0.9, 0.99), cosine schedule, step budget and learning rate; trains on T91 (the scikit-image photos when T91
+is absent) and is validated once, after its last step, on Set5 and Set14 (photos-test when absent).
+
+    x2: EDSR-FP, EDSR-BBCU (k = 130 * 32 / 64 = 65), proposed with se / spatial / pixel attention on both
+        branches, and the two single-branch ablations of pixel attention
+    x4: EDSR-FP, EDSR-BBCU and the attention kind (se, spatial or pixel, both branches) with the best mean
+        x2 PSNR
+
+The learning rate is given, or tuned once by short EDSR-BBCU runs scored on the first validation set: tuning
+on the baseline favours none of the proposed variants. At x4 a 48 px LR patch is a 192 px HR patch, so the
+T91 images smaller than that (51 of 91) sit out and x4 trains on the other 40.
+
+The table and chart start each scale with bicubic upsampling as the reference. Every run resumes from its
+own checkpoint, so an interrupted grid continues where it stopped and a finished
+one is read back without training. `jobs` runs go side by side, one thread each. Writes to out_dir:
+runs/<label>-x<s>/last.pt, results.json, results.md, results.png (and tune.json when it tuned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from binsr import checkpoint
+from binsr.data import dataset_names
+from binsr.evaluate import evaluate
+from binsr.summary import summary
+from binsr.train import TrainConfig, mean_psnr, train
+
+BACKBONE = {"n_feats": 32, "n_blocks": 8}
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    model: str
+    kwargs: dict = field(default_factory=dict)
+
+
+def _proposed(label: str, att_bin: str, att_res: str) -> Variant:
+    return Variant(label, "edsr-proposed", {"att_bin": att_bin, "att_res": att_res})
+
+
+VARIANTS = (
+    Variant("EDSR-FP", "edsr-fp"),
+    Variant("EDSR-BBCU", "edsr-bbcu"),
+    _proposed("proposed-se", "se", "se"),
+    _proposed("proposed-spatial", "spatial", "spatial"),
+    _proposed("proposed-pixel", "pixel", "pixel"),
+    _proposed("proposed-pixel-bin-only", "pixel", "none"),
+    _proposed("proposed-pixel-res-only", "none", "pixel"),
+)
+TUNE_LRS = (5e-4, 1e-3, 2e-3)
+
+
+def default_sets(data_root: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """(training set, validation sets): T91 and Set5 + Set14 where the data root has them, else the photos."""
+    names = dataset_names(data_root)
+    val = tuple(name for name in ("Set5", "Set14") if name in names)
+    return ("T91" if "T91" in names else "photos-train"), (val or ("photos-test",))
+
+
+def _by_set(evaluation: list[dict]) -> dict:
+    """binsr.evaluate rows -> {set name: {"psnr", "ssim"}}."""
+    return {row["name"]: {"psnr": row["psnr"], "ssim": row["ssim"]} for row in evaluation}
+
+
+def run_variant(variant: Variant, scale: int, steps: int, lr: float, out_dir: Path, data_root: str | None) -> dict:
+    """Train (or resume, or just read back) one run of the grid; one row of the results."""
+    train_set, val_sets = default_sets(data_root)
+    config = TrainConfig(
+        scale=scale, steps=steps, lr=lr, train_set=train_set, val_sets=val_sets,
+        checkpoint_interval=max(1, steps // 4), data_root=data_root,
+    )  # fmt: skip
+    run_dir = out_dir / "runs" / f"{variant.label}-x{scale}"
+    result = train(variant.model, {**BACKBONE, **variant.kwargs}, config, run_dir, resume=True)
+    stats = summary(result.model)
+    return {
+        "label": variant.label, "model": variant.model, "arguments": result.model.config["kwargs"],
+        "scale": scale, "steps": steps, "lr": lr, "train_set": train_set,
+        "train_seconds": result.train_seconds, "params": stats.params, "ops": stats.ops,
+        "packed_bytes": stats.packed_bytes,
+        "val": _by_set(result.val),
+        "checkpoint": str(result.checkpoint),
+    }  # fmt: skip
+
+
+def bicubic_row(scale: int, data_root: str | None) -> dict:
+    """The reference row: MATLAB bicubic upsampling, no parameters, nothing trained."""
+    val = evaluate(None, default_sets(data_root)[1], scale, data_root=data_root)
+    return {
+        "label": "Bicubic", "model": "bicubic", "arguments": {}, "scale": scale, "steps": 0, "lr": 0.0,
+        "train_set": None, "train_seconds": 0.0, "params": 0.0, "ops": 0.0, "packed_bytes": 0,
+        "val": _by_set(val), "checkpoint": None,
+    }  # fmt: skip
+
+
+def _parallel(fn: Callable, calls: list[tuple], jobs: int) -> Iterator:
+    """fn(*args) for each args in `calls`, in order, in `jobs` one-thread worker processes (jobs=1: here).
+
+    On a few shared cores, single-thread runs side by side get more done than one run on every thread.
+    """
+    if jobs == 1:
+        yield from (fn(*args) for args in calls)
+        return
+    context = get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield from pool.map(fn, *zip(*calls, strict=True))
+
+
+def _tune_run(lr: float, steps: int, out_dir: Path, data_root: str | None) -> float | None:
+    train_set, val_sets = default_sets(data_root)
+    config = TrainConfig(
+        scale=2, steps=steps, lr=lr, train_set=train_set, val_sets=val_sets[:1],
+        checkpoint_interval=steps, data_root=data_root,
+    )  # fmt: skip
+    return mean_psnr(train("edsr-bbcu", BACKBONE, config, out_dir / "tune" / f"lr-{lr:g}", resume=True).val)
+
+
+def tune_learning_rate(
+    candidates: tuple[float, ...], steps: int, out_dir: Path, data_root: str | None, jobs: int = 1
+) -> dict:
+    """{lr: PSNR on the first validation set} after `steps` steps of EDSR-BBCU x2 at each candidate."""
+    calls = [(lr, steps, out_dir, data_root) for lr in candidates]
+    return dict(zip(candidates, _parallel(_tune_run, calls, jobs), strict=True))
+
+
+def _mean_val_psnr(row: dict) -> float:
+    return sum(v["psnr"] for v in row["val"].values()) / len(row["val"])
+
+
+def best_proposed(rows: list[dict]) -> str:
+    """Label of the attention kind (se, spatial or pixel on both branches) with the highest mean x2 validation
+    PSNR; the single-branch ablations explain the pixel variant and are not candidates."""
+    candidates = [
+        row for row in rows
+        if row["model"] == "edsr-proposed" and row["scale"] == 2
+        and row["arguments"]["att_bin"] == row["arguments"]["att_res"]
+    ]  # fmt: skip
+    if not candidates:
+        raise ValueError("no x2 proposed run with attention on both branches; expected one to pick the best")
+    return max(candidates, key=_mean_val_psnr)["label"]
+
+
+def run_experiment(
+    out_dir: str | Path = "runs/experiment",
+    steps: int = 300,
+    lr: float | None = None,
+    tune_steps: int = 30,
+    data_root: str | None = None,
+    jobs: int = 1,
+) -> list[dict]:
+    """Run the grid (tuning the learning rate first when `lr` is None), `jobs` runs at a time; the results
+    are rewritten after every run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if lr is None:
+        scores = tune_learning_rate(TUNE_LRS, tune_steps, out_dir, data_root, jobs)
+        lr = max(scores, key=scores.get)
+        (out_dir / "tune.json").write_text(json.dumps({"steps": tune_steps, "psnr": scores, "chosen": lr}, indent=2))
+    rows = [bicubic_row(2, data_root)]
+    for row in _parallel(run_variant, [(v, 2, steps, lr, out_dir, data_root) for v in VARIANTS], jobs):
+        rows.append(row)
+        write_results(rows, out_dir)
+    x4 = [v for v in VARIANTS if v.label in ("EDSR-FP", "EDSR-BBCU", best_proposed(rows))]
+    rows.append(bicubic_row(4, data_root))
+    for row in _parallel(run_variant, [(v, 4, steps, lr, out_dir, data_root) for v in x4], jobs):
+        rows.append(row)
+        write_results(rows, out_dir)
+    return rows
+
+
+# ---- reporting ---------------------------------------------------------------------------------------
+
+
+def format_markdown(rows: list[dict]) -> str:
+    """The results table: PSNR / SSIM per validation set, Params and OPs (BBCU's convention, 320x180 LR)."""
+    sets = list(dict.fromkeys(name for row in rows for name in row["val"]))
+    header = ["model", "scale", "Params (K)", "OPs (G)", *(f"{s} PSNR / SSIM" for s in sets), "train time (min)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["label"], f"x{row['scale']}", f"{row['params'] / 1e3:.1f}", f"{row['ops'] / 1e9:.2f}"]
+        cells += [
+            f"{row['val'][s]['psnr']:.2f} / {row['val'][s]['ssim']:.4f}" if s in row["val"] else "-" for s in sets
+        ]
+        cells.append(f"{row['train_seconds'] / 60:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_results(rows: list[dict], path: str | Path) -> None:
+    """Bar chart of validation PSNR, one panel per scale, one bar per (variant, validation set)."""
+    scales = sorted({row["scale"] for row in rows})
+    fig = Figure(figsize=(7 * len(scales), 4.5), layout="tight")  # no pyplot: no backend, no global state
+    axes = fig.subplots(1, len(scales), squeeze=False)
+    for ax, scale in zip(axes[0], scales, strict=True):
+        runs = [row for row in rows if row["scale"] == scale]
+        sets = list(dict.fromkeys(name for row in runs for name in row["val"]))
+        width = 0.8 / max(len(sets), 1)
+        values = []
+        for i, name in enumerate(sets):
+            psnr = [row["val"].get(name, {}).get("psnr", float("nan")) for row in runs]
+            ax.bar([j + i * width for j in range(len(runs))], psnr, width, label=name)
+            values += psnr
+        # PSNR differences are tenths of a dB: a zero baseline would hide them.
+        finite = [v for v in values if v == v]
+        if finite:
+            ax.set_ylim(min(finite) - 0.5, max(finite) + 0.3)
+        ax.set_xticks([j + width * (len(sets) - 1) / 2 for j in range(len(runs))])
+        ax.set_xticklabels([row["label"] for row in runs], rotation=30, ha="right")
+        ax.set_ylabel("PSNR (dB, Y)")
+        trained = runs[-1]  # every trained run shares steps and lr; bicubic comes first
+        ax.set_title(f"x{scale}, {trained['steps']} steps, lr {trained['lr']:g}")
+        ax.legend()
+    fig.savefig(path, dpi=120)
+
+
+def write_results(rows: list[dict], out_dir: str | Path) -> None:
+    """results.json, results.md and results.png in `out_dir`."""
+    out_dir = Path(out_dir)
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    (out_dir / "results.md").write_text(format_markdown(rows) + "\n")
+    plot_results(rows, out_dir / "results.png")
+
+
+# ---- shipped checkpoints -----------------------------------------------------------------------------
+
+
+def ship(rows: list[dict], assets_dir: str | Path = checkpoint.ASSETS) -> dict:
+    """Copy FP, BBCU and the best proposed checkpoints (every scale run) into `assets_dir`, without optimizer
+    state, and write `manifest.json` (names like "edsr-bbcu-x2", for `binsr.checkpoint.pretrained`)."""
+    assets_dir = Path(assets_dir)
+    keep = ("EDSR-FP", "EDSR-BBCU", best_proposed(rows))
+    manifest = {"models": {}}
+    for row in rows:
+        if row["label"] not in keep:
+            continue
+        name = f"{row['model']}-x{row['scale']}"
+        path = assets_dir / f"{name}.pt"
+        info = {key: row[key] for key in ("label", "train_set", "steps", "lr", "train_seconds", "val")}
+        checkpoint.save(path, checkpoint.load_model(row["checkpoint"]), row["steps"], metrics=info)
+        manifest["models"][name] = {
+            "file": path.name, "model": row["model"], "arguments": row["arguments"], **info,
+            "sha256": checkpoint.sha256(path),
+        }  # fmt: skip
+    (assets_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# ---- command line (wired by binsr.cli as `binsr experiment`) -----------------------------------------
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `binsr experiment`."""
+    parser.add_argument("--steps", type=int, required=True, help="training steps of every run")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate of every run (default: tune it)")
+    parser.add_argument("--tune-steps", type=int, default=30, help="steps of each tuning run (default 30)")
+    parser.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
+    parser.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
+    parser.add_argument("--ship", action="store_true", help="copy FP, BBCU and the best proposed into assets/")
+
+
+def experiment_command(args: argparse.Namespace) -> list[dict]:
+    """`binsr experiment`: run the grid, print the table, optionally ship the checkpoints."""
+    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs)
+    print(format_markdown(rows))
+    print(f"results: {Path(args.out) / 'results.md'}, results.json, results.png")
+    if args.ship:
+        manifest = ship(rows)
+        print(f"shipped to {checkpoint.ASSETS}: {', '.join(manifest['models'])}")
+    return rows

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from binsr import checkpoint
+from binsr.models import create_model
+
+TINY = {"n_feats": 4, "n_blocks": 1}
+
+
+def _assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_save_then_load_model_rebuilds_the_same_model_without_restating_it(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("edsr-proposed", scale=3, att_bin="se", att_res="none", **TINY)
+    path = checkpoint.save(tmp_path / "sub" / "m.pt", model, step=7, metrics={"psnr": 30.5})
+    loaded = checkpoint.load_model(path)
+    assert loaded.config == model.config
+    assert loaded.scale == 3 and not loaded.training
+    _assert_same_tensors(loaded.state_dict(), model.state_dict())
+    state = torch.load(path, weights_only=True)  # plain types and tensors only
+    assert state["step"] == 7 and state["metrics"] == {"psnr": 30.5} and state["format"] == checkpoint.FORMAT
+    assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # the temporary file was renamed away
+
+
+def test_save_leaves_the_old_file_intact_when_writing_fails(tmp_path):
+    model = create_model("edsr-fp", **TINY)
+    path = checkpoint.save(tmp_path / "m.pt", model, step=1)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="generator"):
+        checkpoint.save(path, model, step=2, metrics=(i for i in ()))  # fails half-way through torch.save
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_load_model_rejects_another_architecture_or_scale_in_one_line(tmp_path):
+    path = checkpoint.save(tmp_path / "bbcu.pt", create_model("edsr-bbcu", scale=4, **TINY))
+    with pytest.raises(ValueError, match=r"holds a 'edsr-bbcu' model; expected 'edsr-fp'$"):
+        checkpoint.load_model(path, expect_name="edsr-fp")
+    with pytest.raises(ValueError, match=r"is for scale x4; expected x2$"):
+        checkpoint.load_model(path, expect_scale=2)
+    assert checkpoint.load_model(path, expect_name="edsr-bbcu", expect_scale=4).scale == 4
+
+
+def test_missing_corrupt_and_foreign_files_fail_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint .*nope\.pt does not exist"):
+        checkpoint.load(tmp_path / "nope.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint .*corrupt\.pt is corrupt or not a torch file"):
+        checkpoint.load(corrupt)
+    truncated = tmp_path / "truncated.pt"
+    good = checkpoint.save(tmp_path / "good.pt", create_model("edsr-fp", **TINY)).read_bytes()
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.pt is corrupt"):
+        checkpoint.load_model(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match=r"foreign\.pt is not a binsr-checkpoint-1 file"):
+        checkpoint.load(foreign)
+
+
+def _ship_one(assets, name="edsr-fp-x2"):
+    model = create_model("edsr-fp", scale=2, **TINY)
+    path = checkpoint.save(assets / f"{name}.pt", model, step=3)
+    entry = {"file": path.name, "model": "edsr-fp", "arguments": model.config["kwargs"]}
+    entry["sha256"] = checkpoint.sha256(path)
+    (assets / "manifest.json").write_text(json.dumps({"models": {name: entry}}))
+    return model, path
+
+
+def test_pretrained_loads_a_shipped_model_and_checks_its_hash(tmp_path):
+    model, path = _ship_one(tmp_path)
+    _assert_same_tensors(checkpoint.pretrained("edsr-fp-x2", tmp_path).state_dict(), model.state_dict())
+    with pytest.raises(ValueError, match=r"no shipped model 'edsr-bbcu-x2'; expected one of edsr-fp-x2$"):
+        checkpoint.pretrained("edsr-bbcu-x2", tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"edsr-fp-x2\.pt has sha256 [0-9a-f]{64}; the manifest expects [0-9a-f]{64}$"):
+        checkpoint.pretrained("edsr-fp-x2", tmp_path)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"edsr-fp-x2\.pt for 'edsr-fp-x2' is missing"):
+        checkpoint.pretrained("edsr-fp-x2", tmp_path)
+
+
+def test_no_manifest_means_nothing_shipped(tmp_path):
+    assert checkpoint.read_manifest(tmp_path) == {"models": {}}
+    with pytest.raises(ValueError, match=r"expected one of \(none shipped\)"):
+        checkpoint.pretrained("edsr-fp-x2", tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(checkpoint.read_manifest()["models"]))
+def test_shipped_checkpoints_match_the_manifest_and_are_small(name):
+    entry = checkpoint.read_manifest()["models"][name]
+    path = checkpoint.ASSETS / entry["file"]
+    assert path.stat().st_size < 2 * 1024 * 1024
+    state = checkpoint.load(path)
+    assert "optimizer" not in state and state["step"] == entry["steps"]
+    model = checkpoint.pretrained(name)
+    assert model.config == {"name": entry["model"], "kwargs": entry["arguments"]}
+    assert name == f"{entry['model']}-x{model.scale}"

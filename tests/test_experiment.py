@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from binsr import checkpoint, experiment
+from binsr.demo import SHIPPED, load_shipped
+
+
+def _row(label, scale, set5, set14=None, model="edsr-proposed", att=("se", "se")):
+    val = {"Set5": {"psnr": set5, "ssim": 0.9}} | ({"Set14": {"psnr": set14, "ssim": 0.8}} if set14 else {})
+    return {"label": label, "model": model, "scale": scale, "params": 12345.0, "ops": 2.5e9,
+            "arguments": {"att_bin": att[0], "att_res": att[1]},
+            "train_seconds": 90.0, "steps": 10, "lr": 1e-3, "val": val}  # fmt: skip
+
+
+def test_markdown_table_has_one_row_per_run_and_a_column_per_set():
+    rows = [_row("EDSR-FP", 2, 33.456, 30.1, model="edsr-fp"), _row("proposed-se", 4, 28.0)]
+    assert experiment.format_markdown(rows).splitlines() == [
+        "| model | scale | Params (K) | OPs (G) | Set5 PSNR / SSIM | Set14 PSNR / SSIM | train time (min) |",
+        "|---|---|---|---|---|---|---|",
+        "| EDSR-FP | x2 | 12.3 | 2.50 | 33.46 / 0.9000 | 30.10 / 0.8000 | 1.5 |",
+        "| proposed-se | x4 | 12.3 | 2.50 | 28.00 / 0.9000 | - | 1.5 |",
+    ]
+
+
+def test_best_proposed_is_the_highest_mean_x2_psnr_among_both_branch_attention_runs():
+    rows = [
+        _row("EDSR-FP", 2, 40.0, 40.0, model="edsr-fp"),
+        _row("proposed-se", 2, 31.0, 29.0),
+        _row("proposed-pixel", 2, 30.5, 29.6, att=("pixel", "pixel")),
+        _row("proposed-spatial", 4, 35.0, 35.0, att=("spatial", "spatial")),
+        _row("proposed-pixel-bin-only", 2, 36.0, 36.0, att=("pixel", "none")),
+    ]
+    assert experiment.best_proposed(rows) == "proposed-pixel"
+    with pytest.raises(ValueError, match="no x2 proposed run with attention on both branches"):
+        experiment.best_proposed(rows[:1] + rows[-1:])
+
+
+def test_bar_chart_is_a_png_with_one_panel_per_scale(tmp_path):
+    experiment.plot_results([_row("a", 2, 30.0, 28.0), _row("b", 4, 27.0, 25.0)], tmp_path / "r.png")
+    assert Image.open(tmp_path / "r.png").size == (1680, 540)  # 2 panels x 7 in, 4.5 in, at 120 dpi
+
+
+def test_parallel_runs_keep_the_order_of_the_calls():
+    assert list(experiment._parallel(pow, [(2, 3), (3, 2), (2, 5)], jobs=2)) == [8, 9, 32]
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """T91, Set5 and Set14 stand-ins of random images, large enough for a 48 px LR patch at x4."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for name, count, size in (("T91", 2, 192), ("Set5", 2, 48), ("Set14", 1, 48)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "data" / name / f"{i}.png")
+    return str(tmp_path / "data")
+
+
+def test_grid_tunes_trains_reports_resumes_and_ships(tmp_path, data_root, monkeypatch):
+    monkeypatch.setattr(experiment, "BACKBONE", {"n_feats": 4, "n_blocks": 1})
+    # FP, BBCU, se and pixel: enough to pick a best proposed variant
+    monkeypatch.setattr(experiment, "VARIANTS", experiment.VARIANTS[:3] + experiment.VARIANTS[4:5])
+    monkeypatch.setattr(experiment, "TUNE_LRS", (1e-3, 2e-3))
+    out = tmp_path / "exp"
+    rows = experiment.run_experiment(out, steps=2, lr=None, tune_steps=1, data_root=data_root)
+
+    tune = json.loads((out / "tune.json").read_text())
+    assert tune["chosen"] == max(experiment.TUNE_LRS, key=lambda lr: tune["psnr"][str(lr)])
+    best = experiment.best_proposed(rows)
+    x2 = [("Bicubic", 2)] + [(v.label, 2) for v in experiment.VARIANTS]
+    x4 = [("Bicubic", 4), ("EDSR-FP", 4), ("EDSR-BBCU", 4), (best, 4)]
+    assert [(r["label"], r["scale"]) for r in rows] == x2 + x4
+    trained = [r for r in rows if r["model"] != "bicubic"]
+    assert all(r["steps"] == 2 and r["lr"] == tune["chosen"] and r["train_set"] == "T91" for r in trained)
+    assert all(set(r["val"]) == {"Set5", "Set14"} for r in rows)
+    assert rows[2]["arguments"]["k"] is None and rows[4]["arguments"]["att_bin"] == "pixel"
+    assert json.loads((out / "results.json").read_text()) == rows
+    assert len((out / "results.md").read_text().splitlines()) == 2 + 9
+
+    # every run is finished, so a second invocation reads the same results back without training
+    assert experiment.run_experiment(out, steps=2, lr=tune["chosen"], data_root=data_root) == rows
+
+    assets = tmp_path / "assets"
+    manifest = experiment.ship(rows, assets)
+    assert list(manifest["models"]) == [
+        "edsr-fp-x2", "edsr-bbcu-x2", "edsr-proposed-x2", "edsr-fp-x4", "edsr-bbcu-x4", "edsr-proposed-x4"
+    ]  # fmt: skip
+    by_key = {(r["label"], r["scale"]): r for r in rows}
+    for name, entry in manifest["models"].items():
+        row = by_key[(entry["label"], int(name[-1]))]
+        assert entry["val"] == row["val"] and entry["arguments"] == row["arguments"]
+        shipped = checkpoint.load(assets / entry["file"])
+        assert "optimizer" not in shipped and shipped["step"] == 2
+        trained = checkpoint.load(row["checkpoint"])["state_dict"]
+        assert all(torch.equal(trained[k], v) for k, v in checkpoint.pretrained(name, assets).state_dict().items())
+    assert manifest["models"]["edsr-proposed-x2"]["label"] == best
+    models, missing = load_shipped(assets)
+    assert list(models) == list(SHIPPED) and missing == []
+
+
+def test_side_by_side_figure_has_a_full_view_and_a_crop_per_panel():
+    from binsr.viz import side_by_side_figure
+
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    fig = side_by_side_figure({"HR": (image, None), "bicubic": (image, 31.234)}, crop=(10, 20, 16))
+    assert [ax.get_title() for ax in fig.axes] == ["HR", "bicubic\n31.23 dB", "", ""]  # full views, then crops
+    assert fig.axes[2].images[0].get_array().shape == (16, 16, 3)
+    with pytest.raises(ValueError, match=r"crop=\(30, 0, 16\) does not fit a 40x60 image"):
+        side_by_side_figure({"HR": (image, None)}, crop=(30, 0, 16))
+    with pytest.raises(ValueError, match=r"panels have shapes .*; expected one shape for all"):
+        side_by_side_figure({"HR": (image, None), "x": (image[:20], None)}, crop=(0, 0, 8))
