@@ -69,6 +69,26 @@ def cmd_download(args: argparse.Namespace) -> None:
     print(f"downloaded to {download(args.name, root, progress=True, verify=not args.insecure)}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from binsr.checkpoint import load_model
+    from binsr.export import export_model
+
+    out = export_model(load_model(args.checkpoint), args.out)
+    before, after = Path(args.checkpoint).stat().st_size, out.stat().st_size
+    print(f"{out}: {after / 1024:,.0f} KiB packed vs {before / 1024:,.0f} KiB checkpoint ({before / after:.1f}x)")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import time
+
+    from binsr.bench import format_bench, kernel_popcounts, run_bench
+
+    for channels in (64, 32):
+        print(f"popcount instructions in the {channels}-channel 3x3 kernel: {kernel_popcounts(channels)}")
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    print(format_bench(run_bench(threads=tuple(args.threads), repeats=args.repeats, clock=clock)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="binsr",
@@ -101,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where to put it (default: $BINSR_DATA, then ./data)")
     p.add_argument("--insecure", action="store_true", help="accept an archive whose sha256 is not on record")
     p.set_defaults(func=cmd_download)
+
+    p = commands.add_parser("export", help="write a bit-packed model (.binsr) that runs on the XNOR engine")
+    p.add_argument("checkpoint", help="a checkpoint .pt of a binary model (edsr-bbcu, edsr-proposed, bbcu-l, bbcu-m)")
+    p.add_argument("out", help="output file, e.g. model.binsr")
+    p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("bench", help="XNOR-popcount vs torch fp32 speed ratios (median of several runs)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)")
+    p.add_argument("--repeats", type=int, default=7, help="runs per case; the median is reported (default 7)")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
+    p.set_defaults(func=cmd_bench)
 
     from binsr.demo import add_demo_arguments, demo_command
     from binsr.experiment import add_experiment_arguments, experiment_command

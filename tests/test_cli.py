@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from binsr.cli import main
@@ -22,3 +24,19 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "summary" in capsys.readouterr().out
+
+
+
+def test_export_writes_a_packed_model_smaller_than_the_checkpoint(tmp_path, capsys):
+    checkpoint = Path(__file__).resolve().parents[1] / "assets" / "edsr-bbcu-x2.pt"
+    out = tmp_path / "bbcu.binsr"
+    assert main(["export", str(checkpoint), str(out)]) == 0
+    ratio = checkpoint.stat().st_size / out.stat().st_size
+    assert ratio > 3  # 32x8 EDSR-BBCU: 1-bit body, float head/tail
+    assert f"({ratio:.1f}x)" in capsys.readouterr().out
+
+
+def test_export_refuses_a_full_precision_model(capsys):
+    checkpoint = Path(__file__).resolve().parents[1] / "assets" / "edsr-fp-x2.pt"
+    assert main(["export", str(checkpoint), "unused.binsr"]) == 2
+    assert "EDSR has no binary layers" in capsys.readouterr().err
