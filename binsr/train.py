@@ -204,18 +204,28 @@ def train(
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `binsr train`: the model (as for `binsr summary`), then one per TrainConfig field."""
-    parser.add_argument("model", choices=list(MODELS), help="registry name")
+    parser.add_argument("--model", required=True, choices=list(MODELS), help="registry name")
     add_model_arguments(parser)  # --scale, --n-feats, --n-blocks, --att-bin, --att-res, --k
     parser.add_argument("--out", default=None, help="output directory (default runs/train/<model>-x<scale>)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
+    short = {"train_set": ["--train"], "val_sets": ["--val"]}  # the spellings of the docs and the issue
+    helps = {
+        "steps": "optimizer steps", "lr": "peak learning rate (cosine decay to 0)", "lr_patch": "LR patch side",
+        "batch_size": "patches per step", "betas": "Adam betas", "train_set": "dataset name or image folder",
+        "val_sets": "validation datasets", "val_interval": "validate every N steps (0: only at the end)",
+        "checkpoint_interval": "save every N steps", "seed": "seed of the model init and the patch sampler",
+        "device": "auto (cuda, then mps, then cpu), cpu, cuda, ...", "data_root": "benchmark folder root",
+    }
     for name, value in asdict(TrainConfig()).items():
-        flag = "--" + name.replace("_", "-")
+        flag = ["--" + name.replace("_", "-"), *short.get(name, [])]
         if name == "scale":
             continue
         if isinstance(value, tuple):
-            parser.add_argument(flag, type=float if name == "betas" else str, nargs="*", default=list(value))
+            parser.add_argument(*flag, type=float if name == "betas" else str, nargs="*", default=list(value),
+                                help=f"{helps[name]} (default: {' '.join(map(str, value))})")
         else:
-            parser.add_argument(flag, type=str if value is None else type(value), default=value)
+            parser.add_argument(*flag, type=str if value is None else type(value), default=value,
+                                help=f"{helps[name]} (default: {value})")
 
 
 def train_command(args: argparse.Namespace) -> TrainResult:

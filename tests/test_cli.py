@@ -40,3 +40,16 @@ def test_export_refuses_a_full_precision_model(capsys):
     checkpoint = Path(__file__).resolve().parents[1] / "assets" / "edsr-fp-x2.pt"
     assert main(["export", str(checkpoint), "unused.binsr"]) == 2
     assert "EDSR has no binary layers" in capsys.readouterr().err
+
+
+def test_train_then_eval_the_checkpoint_from_the_command_line(tmp_path, capsys):
+    args = ["train", "--model", "edsr-bbcu", "--n-feats", "8", "--n-blocks", "1", "--steps", "2", "--lr-patch", "16",
+            "--batch-size", "2", "--train", "photos-train", "--val", "photos-test", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert main(["eval", "--model", "bicubic", str(tmp_path / "last.pt"), "--data", "photos-test", "--scale", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()[-4:]
+    assert table[0].startswith("| Method | Scale | photos-test PSNR/SSIM |")
+    assert table[2].startswith("| Bicubic | x2 | 32.79/0.8996 |")  # the embedded photos' bicubic baseline
+    assert table[3].startswith("| last | x2 |")
+    assert main(["eval", "--model", str(tmp_path / "last.pt"), "--data", "photos-test", "--scale", "4"]) == 2
+    assert "scale" in capsys.readouterr().err
