@@ -138,7 +138,7 @@ def test_command_line_trains_the_model_it_names(images, tmp_path):
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     args = parser.parse_args([
-        "edsr-proposed", "--scale", "3", "--n-feats", "4", "--n-blocks", "1", "--att-bin", "spatial",
+        "--model", "edsr-proposed", "--scale", "3", "--n-feats", "4", "--n-blocks", "1", "--att-bin", "spatial",
         "--steps", "2", "--lr-patch", "8", "--batch-size", "2", "--train-set", images, "--val-sets",
         "--betas", "0.8", "0.9", "--out", str(tmp_path / "cli"),
     ])  # fmt: skip
