@@ -803,6 +803,32 @@ def unit_cost_table(channels: int = 32, lr_size: tuple[int, int] = (180, 320)) -
     return rows
 
 
+def attention_models(
+    assets_dir: str | Path,
+    runs_dir: str | Path | None = None,
+    kinds: tuple[str, ...] = ("pixel", "spatial"),
+    scale: int = 2,
+) -> dict[str, tuple[str, nn.Module]]:
+    """Trained attentive models (edsr-proposed with attention `kind` on both branches), one per kind in `kinds`
+    where one exists: a shipped checkpoint of `assets_dir` first, else the run `runs_dir/proposed-<kind>-x<scale>/
+    last.pt` of a local `binsr experiment`. Returns {kind: (where it came from, model in eval mode)}."""
+    from binsr import checkpoint
+
+    shipped = checkpoint.read_manifest(assets_dir)["models"]
+    found: dict[str, tuple[str, nn.Module]] = {}
+    for kind in kinds:
+        for name, entry in shipped.items():
+            args = entry["arguments"]
+            same_kind = args.get("att_bin") == args.get("att_res") == kind
+            if entry["model"] == "edsr-proposed" and args["scale"] == scale and same_kind:
+                found[kind] = (f"shipped {name}", checkpoint.pretrained(name, assets_dir))
+                break
+        run = None if runs_dir is None else Path(runs_dir) / f"proposed-{kind}-x{scale}" / "last.pt"
+        if kind not in found and run is not None and run.is_file():
+            found[kind] = (f"local run {run}", checkpoint.load_model(run, "edsr-proposed", scale))
+    return found
+
+
 def attention_signals(model: nn.Module, image: np.ndarray | torch.Tensor) -> dict[str, dict]:
     """One forward pass of `model` on `image` (uint8 LR HxWx3, or a (1, 3, H, W) tensor), and per attentive
     unit (12): `x` its input, `branch` the binary branch RPReLU(alpha conv(RSign x)) before Att_b, `m_b` and
@@ -964,7 +990,7 @@ def branch_scales(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def branch_scales_figure(model: nn.Module) -> Figure:
-    """a1 and a2 per unit (left) and the balance a1 / a2 (right, log scale); both start at 1."""
+    """a1 and a2 per unit (left) and the balance a1 / a2 (right, bars from 1); both start at 1."""
     s = branch_scales(model)
     idx = np.arange(len(s["a1"]))
     labels = [n.removeprefix("body.") for n in s["names"]]
@@ -976,8 +1002,7 @@ def branch_scales_figure(model: nn.Module) -> Figure:
     ax_a.set_title("learned scales of eq. (12)")
     ax_a.legend(fontsize=7)
     ratio = s["a1"] / s["a2"]
-    ax_r.bar(idx, ratio, color=np.where(ratio >= 1, "tab:red", "tab:blue"))
-    ax_r.set_yscale("log")
+    ax_r.bar(idx, ratio - 1, bottom=1, color=np.where(ratio >= 1, "tab:red", "tab:blue"))
     ax_r.axhline(1.0, color="grey", lw=0.8)
     ax_r.set_title("a1 / a2 (> 1: the binary branch is amplified)")
     for ax in (ax_a, ax_r):
@@ -1198,7 +1223,7 @@ def imbalance_figure(curves: dict[str, list[dict]]) -> Figure:
     return fig
 
 
-# ---- 08 train a small model yourself ---------------------------------------------------------------------
+# ---- 08 train a small model yourself --------------------------------------------------------------------
 
 BLOCK_CHOICES: tuple[str, ...] = ("FP", "BBCU", "proposed")
 
@@ -1477,22 +1502,151 @@ def paired_difference_figure(diffs: list[dict], labels: tuple[str, str], metric:
 
 def results_figure(rows: list[dict], baselines: dict[str, float] | None = None) -> Figure:
     """PSNR against OPs (15), one point per run of `binsr experiment` (rows as in results.json: label, scale,
-    ops, val), one panel per scale; the mean over validation sets. `baselines` ({label: PSNR}, keyed
-    "bicubic x2" etc.) are drawn as horizontal lines in the panel of their scale."""
+    ops, val), one panel per scale; the mean over validation sets. Rows without OPs (bicubic) and `baselines`
+    ({label: PSNR}, keyed "bicubic x2" etc.) are drawn as horizontal lines in the panel of their scale."""
     scales = sorted({r["scale"] for r in rows})
+    baselines = dict(baselines or {})
     fig = new_figure(5.0 * len(scales), 3.4)
     axes = np.atleast_1d(fig.subplots(1, len(scales)))
     for ax, scale in zip(axes, scales, strict=True):
         for r in (r for r in rows if r["scale"] == scale):
             psnr = float(np.mean([v["psnr"] for v in r["val"].values()]))
+            if not r["ops"]:
+                baselines[f"{r['label']} x{scale}"] = psnr
+                continue
             ax.plot(r["ops"] / 1e9, psnr, "o", color=_color(r["label"].removeprefix("EDSR-")), ms=7)
             ax.annotate(r["label"], (r["ops"] / 1e9, psnr), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        for label, value in (baselines or {}).items():
+        for label, value in baselines.items():
             if label.endswith(f"x{scale}"):
                 ax.axhline(value, color="grey", ls=":", lw=1)
-                ax.annotate(label, (ax.get_xlim()[0], value), fontsize=7, xytext=(2, 2), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("OPs at 320x180 (G, log scale)")
+                ax.text(0.01, value, label, transform=ax.get_yaxis_transform(), fontsize=7, va="bottom", color="grey")
+        ax.set_xlim(0, None)
+        ax.set_xlabel("OPs at 320x180 (G)")
         ax.set_ylabel("mean validation PSNR (dB)")
         ax.set_title(f"x{scale}: quality vs cost")
+    return fig
+
+
+# ---- 10 XNOR inference ----------------------------------------------------------------------------------
+
+
+def weight_bits(packed, out_channel: int) -> np.ndarray:
+    """Decode the sign bits of output channel `out_channel` from a `binsr.xnor.PackedConv` as a (k*k, C) bool
+    array (row = tap dy*k + dx, column = input channel), reading the layout its docstring describes: bits is
+    (ceil(O/4), k, k*words, 4) uint64, word dx*words + w of kernel row dy holds channels 64w .. 64w+63 (bit b =
+    channel 64w + b), for output 4*block + q."""
+    from binsr import xnor
+
+    k, channels = packed.kernel_size, packed.in_channels
+    words = xnor.n_words(channels)
+    block, q = divmod(out_channel, xnor.BLOCK)
+    rows = []
+    for dy in range(k):
+        for dx in range(k):
+            tap = packed.bits[block, dy, dx * words : (dx + 1) * words, q].astype("<u8")
+            rows.append(np.unpackbits(tap.view(np.uint8), bitorder="little")[:channels].astype(bool))
+    return np.stack(rows)
+
+
+def word_bits(word: int | np.integer, channels: int = 64) -> str:
+    """A uint64 word as its bits, channel 0 first (bit b = channel b), '+' for 1 (= +1) and '-' for 0 (= -1)."""
+    return "".join("+" if (int(word) >> b) & 1 else "-" for b in range(channels))
+
+
+def bit_layout_figure(conv: BinaryConv2d, packed, out_channel: int = 0) -> Figure:
+    """Left: sign(W) of one output channel of `conv` as taps x input channels. Middle: the same bits decoded from
+    the packed words (`weight_bits`). Right: where they differ (nowhere, if the packing is right)."""
+    w = (conv.weight.detach()[out_channel] > 0).numpy()  # (C, k, k)
+    signs = w.reshape(w.shape[0], -1).T  # (k*k, C)
+    bits = weight_bits(packed, out_channel)
+    fig = new_figure(10.0, 2.6)
+    axes = fig.subplots(1, 3)
+    k = conv.kernel_size
+    for ax, image, title in (
+        (axes[0], signs, f"sign W[{out_channel}] > 0 (float weights)"),
+        (axes[1], bits, "bits decoded from the uint64 words"),
+        (axes[2], signs != bits, f"differences: {int((signs != bits).sum())}"),
+    ):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        ax.set_yticks(range(k * k), [f"({dy},{dx})" for dy in range(k) for dx in range(k)], fontsize=6)
+        ax.set_xlabel("input channel")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("tap (dy, dx)")
+    return fig
+
+
+def accumulator_check(model: nn.Module, image: np.ndarray | torch.Tensor) -> list[dict]:
+    """For every BinaryConv2d of `model` on `image`: the float simulation's accumulators conv(RSign x, sign W)
+    (what `BinaryConv2d.binary_conv` computes, as float32) against the XNOR + popcount kernel's integer ones
+    (`binsr.xnor.xnor_accumulators` on `pack_activations` of the same input). Returns per layer: name, shape,
+    count, max_abs_diff and equal (bit-for-bit equality of the two as integers)."""
+    from binsr import xnor
+    from binsr.export import pack_binary_conv
+
+    inputs: dict[str, torch.Tensor] = {}
+    convs = binary_convs(model)
+    handles = [
+        m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0].detach()))
+        for name, m in convs
+    ]
+    try:
+        with torch.no_grad():
+            model(_as_input(image))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for name, conv in convs:
+        x = inputs[name]
+        with torch.no_grad():
+            simulated = conv.binary_conv(conv.rsign(x)).permute(0, 2, 3, 1).numpy()  # NHWC float32
+        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        threshold = conv.rsign.threshold.detach().numpy()
+        accumulators = xnor.xnor_accumulators(xnor.pack_activations(nhwc, threshold), pack_binary_conv(conv))
+        integral = bool((simulated == np.round(simulated)).all())
+        diff = np.abs(simulated.astype(np.int64) - accumulators.astype(np.int64))
+        rows.append({
+            "name": name, "shape": tuple(accumulators.shape), "count": int(accumulators.size),
+            "max_abs_diff": int(diff.max()), "equal": integral and bool((diff == 0).all()),
+        })  # fmt: skip
+    return rows
+
+
+def size_figure(sizes: dict[str, dict[str, int]]) -> Figure:
+    """Horizontal bars of storage in KiB for {model: {what: bytes}} (e.g. float32 checkpoint vs packed file)."""
+    fig = new_figure(9.0, 2.4 + 0.25 * sum(len(v) for v in sizes.values()))
+    ax = fig.subplots()
+    labels, values, colors = [], [], []
+    palette = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
+    for model, entries in sizes.items():
+        for (what, size), color in zip(entries.items(), palette, strict=False):
+            labels.append(f"{model}: {what}")
+            values.append(size / 1024)
+            colors.append(color)
+    pos = np.arange(len(values))
+    ax.barh(pos, values, color=colors)
+    for p, v in zip(pos, values, strict=True):
+        ax.text(v, p, f" {v:,.1f} KiB", va="center", fontsize=8)
+    ax.set_yticks(pos, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("KiB")
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_title("storage")
+    return fig
+
+
+def bench_figure(rows: list[dict]) -> Figure:
+    """Speedups of `binsr.bench` rows (XNOR engine vs the faster torch fp32 layout), one bar per case."""
+    fig = new_figure(8.0, 2.8)
+    ax = fig.subplots()
+    labels = [f"{r['case']}\n{r['shape']}, {r['threads']} thr." for r in rows]
+    speed = np.array([r["speedup"] for r in rows])
+    pos = np.arange(len(rows))
+    ax.bar(pos, speed, color=np.where(speed >= 1, "tab:green", "tab:red"))
+    ax.axhline(1.0, color="black", lw=0.8)
+    for p, v in zip(pos, speed, strict=True):
+        ax.text(p, v, f"{v:.1f}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(pos, labels, fontsize=7)
+    ax.set_ylabel("float time / XNOR time")
+    ax.set_title("XNOR engine vs torch float32 on this machine (median of repeats; noisy)")
     return fig

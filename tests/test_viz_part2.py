@@ -1,0 +1,388 @@
+"""Headless tests of the notebook part 2 helpers in binsr.viz (notebooks 06-10): numbers, not just 'it runs'."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import binsr
+from binsr import viz
+from binsr.imresize import imresize
+from binsr.train import Progress
+
+
+def _image(h=24, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _proposed(att_bin="pixel", att_res="spatial", n_feats=8, n_blocks=2, seed=0):
+    torch.manual_seed(seed)
+    return binsr.create_model(
+        "edsr-proposed", scale=2, n_feats=n_feats, n_blocks=n_blocks, att_bin=att_bin, att_res=att_res
+    ).eval()
+
+
+# ---- 06 attention ----------------------------------------------------------------------------------------
+
+
+def test_attention_kind_and_units():
+    model = _proposed("se", "none")
+    units = viz.attentive_units(model)
+    assert [name for name, _ in units] == ["body.0.0", "body.0.1", "body.1.0", "body.1.1"]
+    assert {(viz.attention_kind(u.att_bin), viz.attention_kind(u.att_res)) for _, u in units} == {("se", "none")}
+    with pytest.raises(ValueError, match="not an attention module"):
+        viz.attention_kind(torch.nn.ReLU())
+
+
+def test_attention_cost_matches_the_formulas():
+    c, h, w = 32, 180, 320
+    pixel = viz.attention_cost("pixel", c, (h, w))
+    assert pixel["params"] == c * c + c
+    assert pixel["flops"] == c * c * h * w
+    assert pixel["products"] == c * h * w
+    spatial = viz.attention_cost("spatial", c, (h, w))
+    assert (spatial["params"], spatial["flops"]) == (c + 1, c * h * w)
+    se = viz.attention_cost("se", c, (h, w))
+    assert se["params"] == 2 * c * (c // 16) + c // 16 + c  # two 1x1 convs with biases
+    assert se["flops"] == 2 * c * (c // 16)  # on the pooled 1x1 map: once per image
+    assert viz.attention_cost("none", c) == {"params": 0, "flops": 0, "products": 0}
+
+
+def test_unit_cost_table_pixel_attention_is_fifteen_bbcu_units():
+    rows = {row["unit"]: row for row in viz.unit_cost_table(32, (180, 320))}
+    bbcu = rows["BBCU (8)"]
+    assert bbcu["ops"] == 9 * 32 * 32 * 180 * 320 / 64
+    # two C x C 1x1 convs per pixel against 9 C^2 / 64 OPs of the binary conv: 1 + 2 * 64 / 9
+    assert rows["attentive (12), pixel"]["ops_vs_bbcu"] == pytest.approx(1 + 128 / 9)
+    assert rows["attentive (12), spatial"]["ops_vs_bbcu"] == pytest.approx(1 + 2 * 64 / (9 * 32))
+
+
+def test_attention_signals_reconstruct_eq_12():
+    model = _proposed("pixel", "spatial")
+    with torch.no_grad():
+        for _, unit in viz.attentive_units(model):
+            unit.a1.fill_(0.7)
+            unit.a2.fill_(1.3)
+    signals = viz.attention_signals(model, _image())
+    assert list(signals) == ["body.0.0", "body.0.1", "body.1.0", "body.1.1"]
+    s = signals["body.1.0"]
+    assert s["branch"].shape == s["x"].shape == s["m_b"].shape == (8, 24, 32)
+    assert s["m_r"].shape == (1, 24, 32)
+    assert s["kinds"] == ("pixel", "spatial") and s["a1"] == pytest.approx(0.7)
+    assert torch.allclose(s["out"], 0.7 * s["m_b"] * s["branch"] + 1.3 * s["m_r"] * s["x"], atol=1e-6)
+    share = viz.branch_share(s)
+    assert share.shape == (24, 32) and float(share.min()) >= 0 and float(share.max()) <= 1
+    with pytest.raises(ValueError, match="no AttentiveBinaryUnit"):
+        viz.attention_signals(binsr.create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=1), _image())
+
+
+def test_attention_models_from_assets_then_local_runs(tmp_path):
+    from binsr import checkpoint
+
+    assets, runs = tmp_path / "assets", tmp_path / "runs"
+    pixel = _proposed("pixel", "pixel")
+    path = checkpoint.save(assets / "p.pt", pixel)
+    entry = {"file": "p.pt", "model": "edsr-proposed", "arguments": pixel.config["kwargs"]}
+    entry["sha256"] = checkpoint.sha256(path)
+    (assets / "manifest.json").write_text(json.dumps({"models": {"edsr-proposed-pixel-x2": entry}}))
+    checkpoint.save(runs / "proposed-spatial-x2" / "last.pt", _proposed("spatial", "spatial"))
+    checkpoint.save(runs / "proposed-pixel-x2" / "last.pt", _proposed("none", "none"))  # shadowed by the shipped one
+    found = viz.attention_models(assets, runs, kinds=("pixel", "spatial", "se"))
+    assert list(found) == ["pixel", "spatial"]
+    assert found["pixel"][0] == "shipped edsr-proposed-pixel-x2"
+    assert found["spatial"][0].startswith("local run") and not found["spatial"][1].training
+    unit = viz.attentive_units(found["spatial"][1])[0][1]
+    assert viz.attention_kind(unit.att_bin) == "spatial"
+    assert viz.attention_models(tmp_path / "nothing") == {}
+
+
+def test_branch_share_without_attention_is_the_plain_ratio():
+    s = {
+        "a1": 1.0, "a2": 1.0, "m_b": None, "m_r": None,
+        "branch": torch.full((2, 3, 4), 1.0), "x": torch.full((2, 3, 4), -3.0),
+    }  # fmt: skip
+    assert torch.allclose(viz.branch_share(s), torch.full((3, 4), 0.25))
+    s["m_b"] = torch.full((2, 3, 4), 0.5)
+    assert torch.allclose(viz.branch_share(s), torch.full((3, 4), 0.5 / 3.5))
+    assert torch.allclose(viz.branch_share(s, attention=False), torch.full((3, 4), 0.25))
+
+
+def test_gate_summary_and_figures():
+    model = _proposed("pixel", "se")
+    image = _image()
+    signals = viz.attention_signals(model, image)
+    rows = viz.gate_summary(signals, image=image)
+    assert len(rows) == 4
+    for r in rows:
+        for key in ("m_b_off", "m_b_on", "m_r_off", "m_r_on", "share", "share_without_attention"):
+            assert 0.0 <= r[key] <= 1.0
+        assert r["m_b_p10"] <= r["m_b_mean"] <= r["m_b_p90"]
+        assert -1.0 <= r["edge_corr"] <= 1.0  # pixel maps have spatial extent
+    none_rows = viz.gate_summary(viz.attention_signals(_proposed("none", "none"), image))
+    assert all(r["share"] == pytest.approx(r["share_without_attention"]) for r in none_rows)
+    assert all(r["edge_corr"] is None and r["m_b_on"] == 1.0 for r in none_rows)
+    assert isinstance(viz.gate_figure(rows), Figure)
+    for block, unit in ((0, 0), (1, 1)):
+        fig = viz.attention_browser_figure(image, signals, block=block, unit=unit, channel=3)
+        assert isinstance(fig, Figure) and len(fig.axes) >= 4
+    with pytest.raises(ValueError, match="no attentive unit"):
+        viz.attention_browser_figure(image, signals, block=5)
+
+
+def test_branch_scales():
+    model = _proposed()
+    with torch.no_grad():
+        viz.attentive_units(model)[2][1].a1.fill_(2.5)
+    s = viz.branch_scales(model)
+    assert list(s["names"]) == ["body.0.0", "body.0.1", "body.1.0", "body.1.1"]
+    np.testing.assert_allclose(s["a1"], [1, 1, 2.5, 1])
+    np.testing.assert_allclose(s["a2"], [1, 1, 1, 1])
+    assert isinstance(viz.branch_scales_figure(model), Figure)
+
+
+def test_edge_strength_is_zero_on_flat_images():
+    flat = np.full((16, 16, 3), 100, np.uint8)
+    assert float(np.abs(viz.edge_strength(flat)).max()) < 1e-12
+    step = flat.copy()
+    step[:, 8:] = 200
+    assert viz.edge_strength(step)[:, 7:9].min() > 0
+
+
+# ---- 07 activation distributions ---------------------------------------------------------------------------
+
+
+def test_body_activations_bbcu_and_fp():
+    torch.manual_seed(0)
+    bbcu = binsr.create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=3).eval()
+    stats = viz.body_activations(bbcu, _image())
+    assert [s["name"] for s in stats] == ["body.0", "body.1", "body.2"]
+    for s in stats:
+        assert len(s["rsign_in"]) == len(s["plus"]) == len(s["pre"]) == len(s["post"]) == 2
+        assert s["gated"] == []
+        assert s["plus"][0].shape == (8,) and ((s["plus"][0] >= 0) & (s["plus"][0] <= 1)).all()
+        assert 0.0 <= s["in_window"][0] <= 1.0
+    # the stream is divided by k: the first block's input equals head(k (x - mean)) / k
+    features = viz.capture(bbcu, _image(), "body.0", which="input")
+    assert stats[0]["input_std"] == pytest.approx(float((features / bbcu.k).std()), rel=1e-5)
+    fp = viz.body_activations(binsr.create_model("edsr-fp", scale=2, n_feats=8, n_blocks=2), _image())
+    assert all(s["rsign_in"] == [] and len(s["pre"]) == 1 for s in fp)
+
+
+def test_body_activations_attentive_gated_is_a1_times_att():
+    model = _proposed("pixel", "pixel", n_blocks=1)
+    with torch.no_grad():
+        for _, unit in viz.attentive_units(model):
+            unit.a1.fill_(3.0)
+    stats = viz.body_activations(model, _image(), n_samples=10**9)  # keep every value
+    signals = viz.attention_signals(model, _image())
+    s = signals["body.0.0"]
+    expected = (3.0 * s["m_b"] * s["branch"]).flatten().numpy()
+    np.testing.assert_allclose(np.sort(stats[0]["gated"][0]), np.sort(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_imbalance_dead_channels_and_entropy():
+    stats = [{"plus": [np.array([0.0, 1.0, 0.5, 0.25]), np.array([0.5, 0.5, 0.5, 0.5])], "in_window": [0.1, 0.2]}]
+    np.testing.assert_allclose(viz.plus_imbalance(stats), [0.3125, 0.0])
+    np.testing.assert_array_equal(viz.dead_channels(stats), [2, 0])
+    np.testing.assert_allclose(viz.binary_entropy([0.5, 0.0, 1.0, 0.25]), [1.0, 0.0, 0.0, 0.8112781], atol=1e-6)
+
+
+def test_ablated_resets_a_copy_only():
+    model = _proposed("pixel", "pixel", n_blocks=1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.3)
+    clone = viz.ablated(model, rprelu_shifts=True, thresholds=True, attention=True)
+    unit = viz.attentive_units(clone)[0][1]
+    assert unit.conv.rprelu.gamma.abs().max().item() == 0.0 and unit.conv.rprelu.zeta.abs().max().item() == 0.0
+    assert unit.conv.rsign.threshold.abs().max().item() == 0.0
+    assert isinstance(unit.att_bin, torch.nn.Identity) and isinstance(unit.att_res, torch.nn.Identity)
+    original = viz.attentive_units(model)[0][1]
+    assert original.conv.rprelu.gamma.min().item() > 0.29 and viz.attention_kind(original.att_bin) == "pixel"
+    assert unit.conv.rprelu.beta[0].item() == pytest.approx(original.conv.rprelu.beta[0].item())  # slope kept
+
+
+def test_activation_figures():
+    torch.manual_seed(0)
+    models = {
+        "FP": binsr.create_model("edsr-fp", scale=2, n_feats=8, n_blocks=2),
+        "BBCU": binsr.create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=2),
+        "proposed": _proposed(n_blocks=2),
+    }
+    stats = {label: viz.body_activations(m, _image()) for label, m in models.items()}
+    assert len(viz.activation_figure(stats, block=1, unit=1).axes) == 3
+    assert isinstance(viz.branch_stages_figure(stats["proposed"], 0, 1, "proposed"), Figure)
+    assert isinstance(viz.imbalance_figure({k: stats[k] for k in ("BBCU", "proposed")}), Figure)
+    assert isinstance(viz.stream_figure(stats), Figure)
+    with pytest.raises(ValueError, match="no binary branch"):
+        viz.branch_stages_figure(stats["FP"], 0)
+
+
+# ---- 08 training -----------------------------------------------------------------------------------------
+
+
+def test_model_choice():
+    assert viz.model_choice("FP") == ("edsr-fp", {"n_feats": 32, "n_blocks": 8})
+    assert viz.model_choice("BBCU", n_feats=16) == ("edsr-bbcu", {"n_feats": 16, "n_blocks": 8})
+    name, kwargs = viz.model_choice("proposed", "se", "none")
+    assert name == "edsr-proposed" and (kwargs["att_bin"], kwargs["att_res"]) == ("se", "none")
+    with pytest.raises(ValueError, match="block='XNOR'"):
+        viz.model_choice("XNOR")
+
+
+def test_training_log_records_and_calls_back():
+    calls = []
+    log = viz.TrainingLog(lambda lg: calls.append(lg.steps[-1]), every=3, total=7)
+    for step in range(1, 8):
+        log(Progress(step, 1.0 / step, 1e-3, 25.0 if step >= 5 else None))
+    assert log.steps == list(range(1, 8))
+    assert log.loss[-1] == pytest.approx(1 / 7)
+    assert (log.val_steps, log.val_psnr) == ([5], [25.0])  # recorded once, when it first appears
+    assert calls == [3, 5, 6, 7]  # every 3rd step, a new validation, and the last step
+    assert isinstance(viz.training_figure(log, {"bicubic": 30.0, "BBCU shipped": 31.0}), Figure)
+    assert isinstance(viz.training_figure(viz.TrainingLog(total=5)), Figure)  # an empty log draws too
+
+
+def test_train_small_reports_every_step(tmp_path):
+    log = viz.TrainingLog(total=2)
+    result = viz.train_small(
+        "BBCU", scale=2, steps=2, batch_size=2, n_feats=8, n_blocks=1, val_sets=(), train_set="photos-test",
+        callback=log, out_dir=tmp_path,
+    )  # fmt: skip
+    assert result.step == 2 and log.steps == [1, 2]
+    assert all(math.isfinite(v) for v in log.loss)
+    assert log.lr[0] == pytest.approx(2e-3)  # the cosine schedule starts at lr
+    assert result.model.config["name"] == "edsr-bbcu" and (tmp_path / "last.pt").is_file()
+
+
+def test_shipped_match():
+    model = binsr.create_model("edsr-bbcu", scale=2, n_feats=32, n_blocks=8)
+    manifest = {"models": {"edsr-bbcu-x2": {"model": "edsr-bbcu", "arguments": model.config["kwargs"]}}}
+    assert viz.shipped_match("edsr-bbcu", {"n_feats": 32, "n_blocks": 8}, 2, manifest) == "edsr-bbcu-x2"
+    assert viz.shipped_match("edsr-bbcu", {"n_feats": 32, "n_blocks": 8}, 4, manifest) is None
+    assert viz.shipped_match("edsr-bbcu", {"n_feats": 16, "n_blocks": 8}, 2, manifest) is None
+
+
+# ---- 09 side by side -------------------------------------------------------------------------------------
+
+
+def test_super_resolve_and_errors():
+    lr = _image(12, 16)
+    model = binsr.create_model("edsr-fp", scale=2, n_feats=8, n_blocks=1)
+    out = viz.super_resolve({"bicubic": None, "FP": model}, lr, 2)
+    np.testing.assert_array_equal(out["bicubic"], imresize(lr, 2))
+    assert out["FP"].shape == (24, 32, 3) and out["FP"].dtype == np.uint8
+    assert float(viz.y_error(out["FP"], out["FP"]).max()) == 0.0
+    white, black = np.full((2, 2, 3), 255, np.uint8), np.zeros((2, 2, 3), np.uint8)
+    np.testing.assert_allclose(viz.y_error(white, black), 219.0)  # Y spans 16..235
+
+
+def test_crop_box():
+    assert viz.crop_box((100, 200, 3), 0.0, 0.0, 50) == (0, 0, 50)
+    assert viz.crop_box((100, 200, 3), 1.0, 1.0, 50) == (50, 150, 50)
+    assert viz.crop_box((100, 200, 3), 0.5, 0.5, 500) == (0, 50, 100)  # clipped to the image
+
+
+def test_crop_figures():
+    hr = _image(48, 64)
+    outputs = {"a": _image(48, 64, 1), "b": hr.copy()}
+    fig = viz.crop_compare_figure(hr, outputs, 2, 0.5, 0.5, 32)
+    assert len(fig.axes) == 2 * 3 + 1  # 2 rows x (HR + 2 outputs) + a colour bar
+    assert "inf dB" in fig.axes[2].get_title()  # output b equals HR
+    assert isinstance(viz.side_by_side_crop({"x": (hr, outputs)}, "x", 2, 0.1, 0.9, 16), Figure)
+    fig = viz.error_difference_figure(hr, outputs["b"], outputs["a"], ("b", "a"), crop=(0, 0, 32))
+    assert "b closer on" in fig.axes[1].get_title()
+
+
+def _results():
+    def rows(method, values):
+        images = [{"name": n, "psnr": p, "ssim": p / 40} for n, p in values.items()]
+        return {"method": method, "name": "Set5", "scale": 2, "psnr": float(np.mean(list(values.values()))),
+                "ssim": float(np.mean([i["ssim"] for i in images])), "images": images}  # fmt: skip
+
+    return [rows("BBCU", {"baby": 30.0, "bird": 28.0}), rows("proposed", {"baby": 30.5, "bird": 27.0})]
+
+
+def test_per_image_table():
+    table = viz.per_image_table(_results())
+    lines = table.splitlines()
+    assert lines[0] == "| set | image | BBCU | proposed |"
+    assert lines[2] == "| Set5 | baby | 30.00 | **30.50** |"
+    assert lines[3] == "| Set5 | bird | **28.00** | 27.00 |"
+    assert lines[4] == "| Set5 | **mean** | **29.00** | 28.75 |"
+    assert "0.7625" in viz.per_image_table(_results(), "ssim")
+
+
+def test_paired_difference():
+    diffs = viz.paired_difference(_results(), "proposed", "BBCU")
+    assert [(d["image"], d["diff"]) for d in diffs] == [("baby", 0.5), ("bird", -1.0)]
+    assert "better on 1 of 2 images" in viz.paired_difference_figure(diffs, ("proposed", "BBCU")).axes[0].get_title()
+
+
+def test_manifest_table_and_results(tmp_path):
+    manifest = {"models": {"edsr-fp-x2": {"label": "EDSR-FP", "steps": 300, "lr": 0.002,
+                                          "val": {"Set5": {"psnr": 35.123, "ssim": 0.94321}}}}}  # fmt: skip
+    table = viz.manifest_table(manifest).splitlines()
+    assert table[0] == "| shipped | variant | steps | lr | Set5 PSNR / SSIM |"
+    assert table[2] == "| edsr-fp-x2 | EDSR-FP | 300 | 0.002 | 35.12 / 0.9432 |"
+    assert viz.find_results((tmp_path,)) is None
+    (tmp_path / "results.json").write_text(json.dumps([]))
+    assert viz.find_results((tmp_path / "missing", tmp_path)) == tmp_path / "results.json"
+    rows = [
+        {"label": "Bicubic", "scale": 2, "ops": 0.0, "val": {"Set5": {"psnr": 33.7}}},
+        {"label": "EDSR-FP", "scale": 2, "ops": 11.4e9, "val": {"Set5": {"psnr": 35.0}}},
+        {"label": "EDSR-BBCU", "scale": 2, "ops": 3.0e9, "val": {"Set5": {"psnr": 33.0}}},
+        {"label": "EDSR-FP", "scale": 4, "ops": 12e9, "val": {"Set5": {"psnr": 29.0}}},
+    ]
+    fig = viz.results_figure(rows, {"bicubic x4": 28.4})
+    assert [ax.get_title() for ax in fig.axes] == ["x2: quality vs cost", "x4: quality vs cost"]
+    assert [len(ax.lines) for ax in fig.axes] == [2 + 1, 1 + 1]  # points, then one line per baseline
+    assert fig.axes[0].lines[-1].get_ydata()[0] == pytest.approx(33.7)  # the bicubic row became a line
+
+
+# ---- 10 XNOR inference -----------------------------------------------------------------------------------
+
+
+def test_weight_bits_decode_the_packed_layout():
+    from binsr.export import pack_binary_conv
+
+    torch.manual_seed(0)
+    conv = binsr.BinaryConv2d(70, 6)  # two words per pixel, and an output block of 4 that is half padding
+    packed = pack_binary_conv(conv)
+    for o in range(6):
+        np.testing.assert_array_equal(viz.weight_bits(packed, o), (conv.weight[o] > 0).flatten(1).T.numpy())
+    assert viz.weight_bits(packed, 0).shape == (9, 70)
+    fig = viz.bit_layout_figure(conv, packed, out_channel=5)
+    assert fig.axes[2].get_title() == "differences: 0"
+
+
+def test_word_bits():
+    assert viz.word_bits(0b1011, 6) == "++-+--"
+    assert viz.word_bits(np.uint64(2**63), 64) == "-" * 63 + "+"
+
+
+@pytest.mark.parametrize("name", ["edsr-bbcu", "edsr-proposed"])
+def test_accumulator_check_is_exact(name):
+    torch.manual_seed(0)
+    model = binsr.create_model(name, scale=2, n_feats=8, n_blocks=2).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "rsign" in n or "rprelu" in n:
+                p.add_(0.3 * torch.randn_like(p))
+    rows = viz.accumulator_check(model, _image(10, 12))
+    assert [r["name"] for r in rows] == ["body.0.0.conv", "body.0.1.conv", "body.1.0.conv", "body.1.1.conv"]
+    assert all(r["equal"] and r["max_abs_diff"] == 0 for r in rows)
+    assert rows[0]["shape"] == (1, 10, 12, 8) and rows[0]["count"] == 10 * 12 * 8
+
+
+def test_size_and_bench_figures():
+    fig = viz.size_figure({"BBCU": {"checkpoint": 800 * 1024, ".binsr": 240 * 1024}})
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["BBCU: checkpoint", "BBCU: .binsr"]
+    rows = [{"case": "conv", "shape": "32->32 @96x96", "threads": 2, "speedup": 3.0},
+            {"case": "pack + conv", "shape": "32->32 @96x96", "threads": 2, "speedup": 0.5}]  # fmt: skip
+    fig = viz.bench_figure(rows)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["3.0x", "0.5x"]
