@@ -14,8 +14,7 @@ import torch
 
 from binsr.checkpoint import ASSETS, pretrained, read_manifest
 from binsr.data import dataset_names, load_images
-from binsr.evaluate import _upscale as upscale  # the exact SR image `evaluate` scores
-from binsr.evaluate import evaluate, format_table
+from binsr.evaluate import evaluate, format_table, upscale
 from binsr.metrics import psnr_y
 from binsr.summary import summary
 from binsr.viz import side_by_side_figure
@@ -75,7 +74,7 @@ def run_demo(out_dir: str | Path = "runs/demo", assets_dir: str | Path = ASSETS)
     panels = {"HR": (pair.hr, None)}
     for label, model in {"bicubic": None, **x2}.items():
         with torch.no_grad():
-            sr = upscale(model, pair.lr, 2, False)
+            sr = upscale(model, pair.lr, 2)
         panels[label.removesuffix("-x2")] = (sr, psnr_y(sr, pair.hr, 2))
     path = out_dir / "side_by_side.png"
     side_by_side_figure(panels, crop=(60, 110, 96)).savefig(path, dpi=100)

@@ -33,7 +33,10 @@ def self_ensemble(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
     return torch.stack(outputs).mean(dim=0)
 
 
-def _upscale(model: nn.Module | None, lr: np.ndarray, scale: int, ensemble: bool) -> np.ndarray:
+@torch.no_grad()
+def upscale(model: nn.Module | None, lr: np.ndarray, scale: int, ensemble: bool = False) -> np.ndarray:
+    """The uint8 SR image that `evaluate` scores: `model`'s output on the uint8 LR image `lr` (HxWx3), clamped
+    and rounded, optionally self-ensembled; MATLAB bicubic when `model` is None."""
     if model is None:
         return imresize(lr, scale)
     device = next(model.parameters(), torch.empty(0)).device
@@ -47,7 +50,7 @@ def _evaluate_set(
 ) -> list[dict]:
     images = []
     for pair in load_images(name, scale, data_root):
-        sr = _upscale(model, pair.lr, scale, ensemble)
+        sr = upscale(model, pair.lr, scale, ensemble)
         if sr.shape != pair.hr.shape:
             raise ValueError(f"{name}/{pair.name}: output has shape {sr.shape}; expected {pair.hr.shape}")
         images.append({"name": pair.name, "psnr": psnr_y(sr, pair.hr, scale), "ssim": ssim_y(sr, pair.hr, scale)})

@@ -237,16 +237,28 @@ def write_results(rows: list[dict], out_dir: str | Path) -> None:
 # ---- shipped checkpoints -----------------------------------------------------------------------------
 
 
+def _shipped_name(row: dict, best: str) -> str | None:
+    """The asset name of a run worth shipping, else None: FP, BBCU and the best proposed variant under the
+    model's name; every other attention kind used on both branches with its kind added, so that notebook 06 can
+    show spatial and pixel maps from a clean clone."""
+    if row["label"] in ("EDSR-FP", "EDSR-BBCU", best):
+        return f"{row['model']}-x{row['scale']}"
+    args = row["arguments"]
+    if row["model"] == "edsr-proposed" and args["att_bin"] == args["att_res"] != "none":
+        return f"{row['model']}-{args['att_bin']}-x{row['scale']}"
+    return None
+
+
 def ship(rows: list[dict], assets_dir: str | Path = checkpoint.ASSETS) -> dict:
-    """Copy FP, BBCU and the best proposed checkpoints (every scale run) into `assets_dir`, without optimizer
-    state, and write `manifest.json` (names like "edsr-bbcu-x2", for `binsr.checkpoint.pretrained`)."""
+    """Copy the checkpoints worth shipping (see `_shipped_name`) into `assets_dir`, without optimizer state, with
+    `manifest.json` (for `binsr.checkpoint.pretrained`) and the experiment's `results.json` (for notebook 09)."""
     assets_dir = Path(assets_dir)
-    keep = ("EDSR-FP", "EDSR-BBCU", best_proposed(rows))
+    best = best_proposed(rows)
     manifest = {"models": {}}
     for row in rows:
-        if row["label"] not in keep:
+        name = _shipped_name(row, best)
+        if name is None:
             continue
-        name = f"{row['model']}-x{row['scale']}"
         path = assets_dir / f"{name}.pt"
         info = {key: row[key] for key in ("label", "train_set", "steps", "lr", "train_seconds", "val")}
         checkpoint.save(path, checkpoint.load_model(row["checkpoint"]), row["steps"], metrics=info)
@@ -255,6 +267,9 @@ def ship(rows: list[dict], assets_dir: str | Path = checkpoint.ASSETS) -> dict:
             "sha256": checkpoint.sha256(path),
         }  # fmt: skip
     (assets_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # local run paths mean nothing in a clone
+    results = [{key: value for key, value in row.items() if key != "checkpoint"} for row in rows]
+    (assets_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return manifest
 
 
@@ -269,7 +284,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
     parser.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
-    parser.add_argument("--ship", action="store_true", help="copy FP, BBCU and the best proposed into assets/")
+    parser.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
 
 
 def experiment_command(args: argparse.Namespace) -> list[dict]:

@@ -1343,14 +1343,13 @@ def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> 
 
 def super_resolve(models: dict[str, nn.Module | None], lr: np.ndarray, scale: int) -> dict[str, np.ndarray]:
     """{label: uint8 SR image} of each model (None: MATLAB bicubic), exactly as `binsr.evaluate` scores it."""
-    from binsr.evaluate import _upscale
+    from binsr.evaluate import upscale
 
     out = {}
-    with torch.no_grad():
-        for label, model in models.items():
-            if model is not None:
-                model.eval()
-            out[label] = _upscale(model, lr, scale, False)
+    for label, model in models.items():
+        if model is not None:
+            model.eval()
+        out[label] = upscale(model, lr, scale)
     return out
 
 

@@ -104,4 +104,6 @@ def test_shipped_checkpoints_match_the_manifest_and_are_small(name):
     assert "optimizer" not in state and state["step"] == entry["steps"]
     model = checkpoint.pretrained(name)
     assert model.config == {"name": entry["model"], "kwargs": entry["arguments"]}
-    assert name == f"{entry['model']}-x{model.scale}"
+    kind = entry["arguments"].get("att_bin")  # proposed variants other than the best carry their attention kind
+    assert name in (f"{entry['model']}-x{model.scale}", f"{entry['model']}-{kind}-x{model.scale}")
+    assert entry["file"] == f"{name}.pt"

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr.data import load_images
-from binsr.evaluate import evaluate, format_table, self_ensemble, write_csv, write_json
+from binsr.evaluate import evaluate, format_table, self_ensemble, upscale, write_csv, write_json
+from binsr.imresize import imresize
 from binsr.metrics import psnr_y, ssim_y
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -67,6 +68,15 @@ def test_self_ensemble_averages_the_eight_orientations():
     ensembled = evaluate(model, ["photos-test"], 2, self_ensemble=True)[0]
     assert len(model.calls) == 4 * 9
     assert ensembled["psnr"] == plain["psnr"] and ensembled["ssim"] == plain["ssim"]
+
+
+def test_upscale_is_bicubic_without_a_model_and_the_rounded_output_with_one():
+    lr = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    assert np.array_equal(upscale(None, lr, 3), imresize(lr, 3))
+    model = NearestUp(2)
+    sr = upscale(model, lr, 2)
+    assert sr.dtype == np.uint8 and np.array_equal(sr, np.kron(lr, np.ones((2, 2, 1), np.uint8)))
+    assert model.calls == [(torch.Size([1, 3, 6, 9]), False, True)]  # no autograd graph; the mode is the caller's
 
 
 def test_model_scale_must_match():

@@ -87,9 +87,13 @@ def test_grid_tunes_trains_reports_resumes_and_ships(tmp_path, data_root, monkey
 
     assets = tmp_path / "assets"
     manifest = experiment.ship(rows, assets)
+    x2_proposed = ["edsr-proposed-x2" if label == best else f"edsr-proposed-{label[9:]}-x2"
+                   for label in ("proposed-se", "proposed-pixel")]  # fmt: skip
     assert list(manifest["models"]) == [
-        "edsr-fp-x2", "edsr-bbcu-x2", "edsr-proposed-x2", "edsr-fp-x4", "edsr-bbcu-x4", "edsr-proposed-x4"
+        "edsr-fp-x2", "edsr-bbcu-x2", *x2_proposed, "edsr-fp-x4", "edsr-bbcu-x4", "edsr-proposed-x4"
     ]  # fmt: skip
+    shipped_rows = json.loads((assets / "results.json").read_text())
+    assert shipped_rows == [{k: v for k, v in r.items() if k != "checkpoint"} for r in rows]
     by_key = {(r["label"], r["scale"]): r for r in rows}
     for name, entry in manifest["models"].items():
         row = by_key[(entry["label"], int(name[-1]))]
