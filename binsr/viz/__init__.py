@@ -1,0 +1,105 @@
+"""Figures and widget callbacks for the notebooks.
+
+Every function here is a plain function: it takes arrays, tensors or modules and returns a matplotlib
+`Figure` (built without pyplot, so nothing leaks into an inline backend and tests run headless) or numbers.
+The notebooks wire them to `ipywidgets.interactive`; tests call them directly. One module per notebook
+(`why_binarize` 01, `sign` 02, `rsign_rprelu` 03, `weights` 04, `bbcu` 05, `attention` 06, `activations` 07,
+`training` 08, `side_by_side` 09 and `binsr demo`, `xnor_inference` 10; shared helpers in `common`), all
+re-exported here.
+
+Equation numbers refer to the library docstrings: (1)-(7) `binsr.binary`, (8), (12), (13) `binsr.blocks`,
+(14) `binsr.models`, (15), (16) `binsr.summary`.
+"""
+
+from binsr.viz.activations import (
+    ablated,
+    activation_figure,
+    binary_entropy,
+    body_activations,
+    branch_stages_figure,
+    dead_channels,
+    imbalance_figure,
+    plus_imbalance,
+    stream_figure,
+)
+from binsr.viz.attention import (
+    attention_browser_figure,
+    attention_cost,
+    attention_kind,
+    attention_models,
+    attention_signals,
+    attentive_units,
+    branch_scales,
+    branch_scales_figure,
+    branch_share,
+    edge_strength,
+    gate_figure,
+    gate_summary,
+    unit_cost_table,
+)
+from binsr.viz.bbcu import (
+    amplification_figure,
+    amplitude_ratio,
+    block_summary,
+    negative_energy,
+    residual_placement,
+    residual_placement_figure,
+)
+from binsr.viz.common import FIG_DPI, capture, image_to_tensor, new_figure, quick_mode
+from binsr.viz.rsign_rprelu import (
+    correlation,
+    fraction_positive,
+    rprelu_apply,
+    rprelu_figure,
+    rsign_apply,
+    rsign_figure,
+    thermometer,
+    thermometer_figure,
+)
+from binsr.viz.side_by_side import (
+    crop_box,
+    crop_compare_figure,
+    error_difference_figure,
+    find_results,
+    manifest_table,
+    paired_difference,
+    paired_difference_figure,
+    per_image_table,
+    results_figure,
+    side_by_side_crop,
+    side_by_side_figure,
+    super_resolve,
+    y_error,
+)
+from binsr.viz.sign import (
+    autograd_sign_gradient,
+    fraction_with_gradient,
+    gradient_mismatch_figure,
+    sign_backward_figure,
+    surrogate_forward,
+    threshold_descent,
+    threshold_loss,
+    threshold_surrogate_gradient,
+    threshold_true_gradient,
+)
+from binsr.viz.training import BLOCK_CHOICES, TrainingLog, model_choice, shipped_match, train_small, training_figure
+from binsr.viz.weights import (
+    alpha_comparison_figure,
+    alpha_error_curve,
+    alpha_error_figure,
+    binarization_error,
+    binary_convs,
+    flips_figure,
+    latent_walk,
+    latent_walk_figure,
+    train_and_track,
+)
+from binsr.viz.why_binarize import add_noise, cost_figure, one_bit_image, psnr_of_noise, sr_vs_classification_figure
+from binsr.viz.xnor_inference import (
+    accumulator_check,
+    bench_figure,
+    bit_layout_figure,
+    size_figure,
+    weight_bits,
+    word_bits,
+)

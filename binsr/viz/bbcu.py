@@ -1,0 +1,112 @@
+"""Notebook 05, the BBCU block (8): where the residual goes, the amplification factor k (14), its cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from binsr.binary import BinaryConv2d
+from binsr.summary import summary
+from binsr.viz.common import new_figure
+
+
+def residual_placement(conv: BinaryConv2d, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A BBCU unit with its residual outside vs inside RPReLU, on features `x` (C, H, W) or (N, C, H, W).
+
+    outside (eq. 8): RPReLU(alpha * conv(RSign(x), sign W)) + x
+    inside:          RPReLU(alpha * conv(RSign(x), sign W) + x)
+    """
+    x4 = x if x.dim() == 4 else x.unsqueeze(0)
+    with torch.no_grad():
+        y = conv.binary_conv(conv.rsign(x4)) * conv.scale().view(1, -1, 1, 1)
+        outside = conv.rprelu(y) + x4
+        inside = conv.rprelu(y + x4)
+    squeeze = (lambda t: t) if x.dim() == 4 else (lambda t: t[0])
+    return {"x": squeeze(x4), "branch": squeeze(y), "outside": squeeze(outside), "inside": squeeze(inside)}
+
+
+def negative_energy(t: torch.Tensor) -> float:
+    """sum of min(t, 0)^2: the energy of the negative part of a tensor."""
+    return float((t.clamp(max=0) ** 2).sum())
+
+
+def residual_placement_figure(result: dict[str, torch.Tensor], max_points: int = 4000) -> Figure:
+    """Output vs input of the unit for both placements, and the histograms, from `residual_placement`."""
+    x = result["x"].flatten()
+    idx = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:max_points]
+    fig = new_figure(10.0, 3.4)
+    ax_s, ax_h = fig.subplots(1, 2)
+    e_x = negative_energy(result["x"])
+    for key, color in (("outside", "tab:blue"), ("inside", "tab:red")):
+        out = result[key].flatten()
+        kept = negative_energy(result[key]) / max(e_x, 1e-12)
+        ax_s.scatter(x[idx], out[idx], s=2, alpha=0.4, color=color, label=f"residual {key}")
+        ax_h.hist(out.numpy(), bins=100, histtype="step", color=color, lw=1.5, label=f"{key}: neg. energy {kept:.0%}")
+    ax_h.hist(x.numpy(), bins=100, histtype="step", color="black", lw=1, label="input x")
+    lim = [float(x.min()), float(x.max())]
+    ax_s.plot(lim, lim, color="grey", lw=0.8, ls=":")
+    ax_s.set_xlabel("input x (the full-precision residual)")
+    ax_s.set_ylabel("unit output")
+    ax_s.set_title("what the next unit receives")
+    ax_s.legend(fontsize=7, markerscale=4)
+    ax_h.set_yscale("log")
+    ax_h.set_title("distribution (neg. energy relative to x)")
+    ax_h.legend(fontsize=7)
+    return fig
+
+
+def amplitude_ratio(unit: nn.Module, x: torch.Tensor, k: float) -> float:
+    """std of the binary branch over std of the residual for a BBCU unit (8) fed k * x (eq. 14).
+
+    `unit` is a BBCUUnit (its `conv` is the branch RPReLU(alpha conv(RSign(.), sign W))).
+    """
+    x4 = (x if x.dim() == 4 else x.unsqueeze(0)) * k
+    with torch.no_grad():
+        branch = unit.conv(x4)
+    return float(branch.std() / x4.std())
+
+
+def amplification_figure(unit: nn.Module, x: torch.Tensor, k: float = 130.0) -> Figure:
+    """The branch/residual amplitude ratio over k (log-log) with the current k, and both amplitudes' histograms."""
+    ks = np.logspace(-1, 3, 9)
+    ratios = [amplitude_ratio(unit, x, kk) for kk in ks]
+    x4 = (x if x.dim() == 4 else x.unsqueeze(0)) * k
+    with torch.no_grad():
+        branch = unit.conv(x4)
+    ratio = float(branch.std() / x4.std())
+    fig = new_figure(10.0, 3.3)
+    ax_r, ax_h = fig.subplots(1, 2)
+    ax_r.loglog(ks, ratios, color="black")
+    ax_r.plot([k], [ratio], "o", color="tab:red", label=f"k = {k:.3g}: ratio {ratio:.3g}")
+    ax_r.axhline(1.0, color="grey", lw=0.5, ls=":")
+    ax_r.set_xlabel("amplification k")
+    ax_r.set_ylabel("std(branch) / std(residual)")
+    ax_r.set_title("binary branch vs residual (14)")
+    ax_r.legend(fontsize=7)
+    lo = float(torch.minimum(branch.min(), x4.min()))
+    hi = float(torch.maximum(branch.max(), x4.max()))
+    bins = np.linspace(lo, hi, 100)
+    ax_h.hist(x4.flatten().numpy(), bins=bins, histtype="step", color="tab:blue", lw=1.5, label="residual k*x")
+    ax_h.hist(branch.flatten().numpy(), bins=bins, histtype="step", color="tab:red", lw=1.5, label="binary branch")
+    ax_h.set_yscale("log")
+    ax_h.set_title(f"amplitudes at k = {k:.3g}")
+    ax_h.legend(fontsize=7)
+    return fig
+
+
+class _Broadcast(nn.Module):
+    """Lets `binsr.summary` (which feeds an RGB image) cost a block on `channels` feature maps; no cost itself."""
+
+    def __init__(self, block: nn.Module, channels: int):
+        super().__init__()
+        self.block, self.channels = block, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x[:, :1].expand(-1, self.channels, -1, -1))
+
+
+def block_summary(block: nn.Module, channels: int, lr_size: tuple[int, int] = (180, 320)):
+    """`binsr.summary` of a single block that takes (N, channels, H, W) feature maps."""
+    return summary(_Broadcast(block, channels), lr_size)

@@ -1,0 +1,122 @@
+"""Notebook 08, train a small model yourself: model choice, a live loss / PSNR log."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from binsr.models import model_arguments
+from binsr.train import TrainConfig, train
+from binsr.viz.common import model_color, new_figure
+
+BLOCK_CHOICES: tuple[str, ...] = ("FP", "BBCU", "proposed")
+
+
+def model_choice(
+    block: str, att_bin: str = "pixel", att_res: str = "pixel", n_feats: int = 32, n_blocks: int = 8
+) -> tuple[str, dict]:
+    """(registry name, kwargs) for a block family of BLOCK_CHOICES; the attention kinds apply to "proposed"."""
+    kwargs: dict = {"n_feats": n_feats, "n_blocks": n_blocks}
+    if block == "FP":
+        return "edsr-fp", kwargs
+    if block == "BBCU":
+        return "edsr-bbcu", kwargs
+    if block == "proposed":
+        return "edsr-proposed", {**kwargs, "att_bin": att_bin, "att_res": att_res}
+    raise ValueError(f"block={block!r} is not valid; expected one of {', '.join(BLOCK_CHOICES)}")
+
+
+class TrainingLog:
+    """A `binsr.train` callback that records every step and calls `on_update(self)` every `every` steps (and
+    at the last step, and whenever a new validation arrives) so a notebook can redraw a live plot."""
+
+    def __init__(
+        self, on_update: Callable[[TrainingLog], None] | None = None, every: int = 1, total: int | None = None
+    ):
+        self.on_update, self.every, self.total = on_update, max(1, int(every)), total
+        self.steps: list[int] = []
+        self.loss: list[float] = []
+        self.lr: list[float] = []
+        self.val_steps: list[int] = []
+        self.val_psnr: list[float] = []
+        self.started = time.perf_counter()
+
+    def __call__(self, progress) -> None:
+        self.steps.append(progress.step)
+        self.loss.append(progress.loss)
+        self.lr.append(progress.lr)
+        new_val = progress.val_psnr is not None and (not self.val_psnr or progress.val_psnr != self.val_psnr[-1])
+        if new_val:
+            self.val_steps.append(progress.step)
+            self.val_psnr.append(progress.val_psnr)
+        last = self.total is not None and progress.step >= self.total
+        if self.on_update is not None and (new_val or last or progress.step % self.every == 0):
+            self.on_update(self)
+
+
+def training_figure(log: TrainingLog, references: dict[str, float] | None = None, total: int | None = None) -> Figure:
+    """L1 loss per step (left) and validation PSNR (right) from a `TrainingLog`, with horizontal lines for
+    `references` ({label: PSNR in dB}, e.g. bicubic and the shipped checkpoint)."""
+    total = total or log.total or (log.steps[-1] if log.steps else 1)
+    fig = new_figure(10.0, 3.2)
+    ax_l, ax_p = fig.subplots(1, 2)
+    if log.steps:
+        ax_l.plot(log.steps, log.loss, color="black", lw=1)
+        ax_l.set_yscale("log")
+    ax_l.set_xlim(0, total)
+    ax_l.set_xlabel("step")
+    ax_l.set_title(f"L1 training loss (step {log.steps[-1] if log.steps else 0}/{total})")
+    for (label, value), ls in zip((references or {}).items(), ("--", ":", "-."), strict=False):
+        ax_p.axhline(value, color=model_color(label), ls=ls, label=f"{label}: {value:.2f} dB")
+    if log.val_psnr:
+        ax_p.plot(log.val_steps, log.val_psnr, "o-", color="tab:green", label=f"this run: {log.val_psnr[-1]:.2f} dB")
+    ax_p.set_xlim(0, total)
+    ax_p.set_xlabel("step")
+    ax_p.set_title("validation PSNR (Y)")
+    if ax_p.get_legend_handles_labels()[0]:
+        ax_p.legend(fontsize=7)
+    return fig
+
+
+def train_small(
+    block: str = "proposed",
+    att_bin: str = "pixel",
+    att_res: str = "pixel",
+    scale: int = 2,
+    steps: int = 20,
+    lr: float = 2e-3,
+    batch_size: int = 16,
+    val_interval: int = 0,
+    val_sets: tuple[str, ...] = ("photos-test",),
+    train_set: str = "photos-train",
+    n_feats: int = 32,
+    n_blocks: int = 8,
+    callback: Callable | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+):
+    """`binsr.train` of `model_choice(block, ...)` on the embedded photos (by default), in a temporary folder
+    unless `out_dir` is given; returns the TrainResult. Everything else is TrainConfig's defaults."""
+    name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks)
+    config = TrainConfig(
+        scale=scale, steps=steps, lr=lr, batch_size=batch_size, train_set=train_set, val_sets=tuple(val_sets),
+        val_interval=val_interval, checkpoint_interval=steps, seed=seed, device="cpu",
+    )  # fmt: skip
+    if out_dir is not None:
+        return train(name, kwargs, config, out_dir, callback=callback)
+    with tempfile.TemporaryDirectory(prefix="binsr-train-") as tmp:
+        return train(name, kwargs, config, tmp, callback=callback)
+
+
+def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> str | None:
+    """The shipped checkpoint (a `read_manifest` key) built with exactly `create_model(model_name, scale=scale,
+    **kwargs)`'s arguments, or None."""
+    wanted = model_arguments(model_name, **{**kwargs, "scale": scale})
+    for name, entry in manifest["models"].items():
+        if entry["model"] == model_name and entry["arguments"] == wanted:
+            return name
+    return None

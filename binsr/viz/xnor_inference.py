@@ -1,0 +1,134 @@
+"""Notebook 10, XNOR inference for real: packed bits, exact accumulators, sizes, speed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from binsr.binary import BinaryConv2d
+from binsr.viz.common import as_input, new_figure
+from binsr.viz.weights import binary_convs
+
+
+def weight_bits(packed, out_channel: int) -> np.ndarray:
+    """Decode the sign bits of output channel `out_channel` from a `binsr.xnor.PackedConv` as a (k*k, C) bool
+    array (row = tap dy*k + dx, column = input channel), reading the layout its docstring describes: bits is
+    (ceil(O/4), k, k*words, 4) uint64, word dx*words + w of kernel row dy holds channels 64w .. 64w+63 (bit b =
+    channel 64w + b), for output 4*block + q."""
+    from binsr import xnor  # imported here (as below): numba loads only when a notebook reaches the engine
+
+    k, channels = packed.kernel_size, packed.in_channels
+    words = xnor.n_words(channels)
+    block, q = divmod(out_channel, xnor.BLOCK)
+    rows = []
+    for dy in range(k):
+        for dx in range(k):
+            tap = packed.bits[block, dy, dx * words : (dx + 1) * words, q].astype("<u8")
+            rows.append(np.unpackbits(tap.view(np.uint8), bitorder="little")[:channels].astype(bool))
+    return np.stack(rows)
+
+
+def word_bits(word: int | np.integer, channels: int = 64) -> str:
+    """A uint64 word as its bits, channel 0 first (bit b = channel b), '+' for 1 (= +1) and '-' for 0 (= -1)."""
+    return "".join("+" if (int(word) >> b) & 1 else "-" for b in range(channels))
+
+
+def bit_layout_figure(conv: BinaryConv2d, packed, out_channel: int = 0) -> Figure:
+    """Left: sign(W) of one output channel of `conv` as taps x input channels. Middle: the same bits decoded from
+    the packed words (`weight_bits`). Right: where they differ (nowhere, if the packing is right)."""
+    w = (conv.weight.detach()[out_channel] > 0).numpy()  # (C, k, k)
+    signs = w.reshape(w.shape[0], -1).T  # (k*k, C)
+    bits = weight_bits(packed, out_channel)
+    fig = new_figure(10.0, 2.6)
+    axes = fig.subplots(1, 3)
+    k = conv.kernel_size
+    for ax, image, title in (
+        (axes[0], signs, f"sign W[{out_channel}] > 0 (float weights)"),
+        (axes[1], bits, "bits decoded from the uint64 words"),
+        (axes[2], signs != bits, f"differences: {int((signs != bits).sum())}"),
+    ):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        ax.set_yticks(range(k * k), [f"({dy},{dx})" for dy in range(k) for dx in range(k)], fontsize=6)
+        ax.set_xlabel("input channel")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("tap (dy, dx)")
+    return fig
+
+
+def accumulator_check(model: nn.Module, image: np.ndarray | torch.Tensor) -> list[dict]:
+    """For every BinaryConv2d of `model` on `image`: the float simulation's accumulators conv(RSign x, sign W)
+    (what `BinaryConv2d.binary_conv` computes, as float32) against the XNOR + popcount kernel's integer ones
+    (`binsr.xnor.xnor_accumulators` on `pack_activations` of the same input). Returns per layer: name, shape,
+    count, max_abs_diff and equal (bit-for-bit equality of the two as integers)."""
+    from binsr import xnor
+    from binsr.export import pack_binary_conv
+
+    inputs: dict[str, torch.Tensor] = {}
+    convs = binary_convs(model)
+    handles = [
+        m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0].detach()))
+        for name, m in convs
+    ]
+    try:
+        with torch.no_grad():
+            model(as_input(image))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for name, conv in convs:
+        x = inputs[name]
+        with torch.no_grad():
+            simulated = conv.binary_conv(conv.rsign(x)).permute(0, 2, 3, 1).numpy()  # NHWC float32
+        nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+        threshold = conv.rsign.threshold.detach().numpy()
+        accumulators = xnor.xnor_accumulators(xnor.pack_activations(nhwc, threshold), pack_binary_conv(conv))
+        integral = bool((simulated == np.round(simulated)).all())
+        diff = np.abs(simulated.astype(np.int64) - accumulators.astype(np.int64))
+        rows.append({
+            "name": name, "shape": tuple(accumulators.shape), "count": int(accumulators.size),
+            "max_abs_diff": int(diff.max()), "equal": integral and bool((diff == 0).all()),
+        })  # fmt: skip
+    return rows
+
+
+def size_figure(sizes: dict[str, dict[str, int]]) -> Figure:
+    """Horizontal bars of storage in KiB for {model: {what: bytes}} (e.g. float32 checkpoint vs packed file)."""
+    fig = new_figure(9.0, 2.4 + 0.25 * sum(len(v) for v in sizes.values()))
+    ax = fig.subplots()
+    labels, values, colors = [], [], []
+    palette = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
+    for model, entries in sizes.items():
+        for (what, size), color in zip(entries.items(), palette, strict=False):
+            labels.append(f"{model}: {what}")
+            values.append(size / 1024)
+            colors.append(color)
+    pos = np.arange(len(values))
+    ax.barh(pos, values, color=colors)
+    for p, v in zip(pos, values, strict=True):
+        ax.text(v, p, f" {v:,.1f} KiB", va="center", fontsize=8)
+    ax.set_yticks(pos, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("KiB")
+    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_title("storage")
+    return fig
+
+
+def bench_figure(rows: list[dict]) -> Figure:
+    """Speedups of `binsr.bench` rows (XNOR engine vs the faster torch fp32 layout), one bar per case."""
+    fig = new_figure(8.0, 2.8)
+    ax = fig.subplots()
+    labels = [f"{r['case']}\n{r['shape']}, {r['threads']} thr." for r in rows]
+    speed = np.array([r["speedup"] for r in rows])
+    pos = np.arange(len(rows))
+    ax.bar(pos, speed, color=np.where(speed >= 1, "tab:green", "tab:red"))
+    ax.axhline(1.0, color="black", lw=0.8)
+    for p, v in zip(pos, speed, strict=True):
+        ax.text(p, v, f"{v:.1f}x", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(pos, labels, fontsize=7)
+    ax.set_ylabel("float time / XNOR time")
+    ax.set_title("XNOR engine vs torch float32 on this machine (median of repeats; noisy)")
+    return fig
