@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from torch import nn
 
 import binsr
 from binsr import viz
@@ -361,3 +362,19 @@ def test_block_summary_counts_by_hand():
     r = viz.block_summary(ResBlock(8), 8, (4, 5))
     assert r.flops == 2 * 8 * 8 * 9 * 20 and r.bops == 0
     assert r.fp_params == 2 * (8 * 8 * 9 + 8)
+
+
+def test_run_with_hooks_sees_one_pass_without_grad_and_leaves_no_hook_behind():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
+    seen = []
+    image = np.zeros((2, 3, 3), dtype=np.uint8)
+    viz.run_with_hooks(model, image, [(model[0], lambda m, i, o: seen.append((o.shape, torch.is_grad_enabled())))])
+    model(viz.image_to_tensor(image))
+    assert seen == [(torch.Size([1, 4, 2, 3]), False)] and not model[0]._forward_hooks
+
+    def boom(m, i, o):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        viz.run_with_hooks(model, image, [(model[1], boom)])
+    assert not model[1]._forward_hooks

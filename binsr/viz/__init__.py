@@ -45,7 +45,7 @@ from binsr.viz.bbcu import (
     residual_placement,
     residual_placement_figure,
 )
-from binsr.viz.common import FIG_DPI, capture, image_to_tensor, new_figure, quick_mode
+from binsr.viz.common import FIG_DPI, capture, image_to_tensor, new_figure, quick_mode, run_with_hooks
 from binsr.viz.rsign_rprelu import (
     correlation,
     fraction_positive,

@@ -12,7 +12,7 @@ from torch import nn
 
 from binsr.binary import RPReLU, RSign
 from binsr.blocks import AttentiveBinaryUnit, ResBlock
-from binsr.viz.common import as_input, model_color, new_figure, sample_values
+from binsr.viz.common import model_color, new_figure, run_with_hooks, sample_values
 
 
 def body_activations(model: nn.Module, image: np.ndarray | torch.Tensor, n_samples: int = 20000) -> list[dict]:
@@ -32,10 +32,10 @@ def body_activations(model: nn.Module, image: np.ndarray | torch.Tensor, n_sampl
          "pre": [], "post": [], "gated": []}
         for i in range(len(blocks))
     ]  # fmt: skip
-    handles = []
+    hooks = []
 
     def add(fn, module, i):
-        handles.append(module.register_forward_hook(lambda m, inputs, out: fn(m, inputs[0].detach(), out.detach(), i)))
+        hooks.append((module, lambda m, inputs, out: fn(m, inputs[0].detach(), out.detach(), i)))
 
     def block_in(m, x, out, i):
         stats[i]["input"] = sample_values(x / k, n_samples)
@@ -68,12 +68,7 @@ def body_activations(model: nn.Module, image: np.ndarray | torch.Tensor, n_sampl
                 add(rprelu, conv.rprelu, i)
             if isinstance(unit, AttentiveBinaryUnit):
                 add(functools.partial(gated, a1=unit.a1), unit.att_bin, i)
-    try:
-        with torch.no_grad():
-            model(as_input(image))
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(model, image, hooks)
     return stats
 
 

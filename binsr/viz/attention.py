@@ -15,7 +15,7 @@ from binsr.attention import PixelAttention, SpatialAttention, SqueezeExcitation,
 from binsr.blocks import AttentiveBinaryUnit, BBCUUnit
 from binsr.metrics import rgb_to_y
 from binsr.viz.bbcu import block_summary
-from binsr.viz.common import QUANTIZED_CMAPS, as_input, new_figure, sample_tensor
+from binsr.viz.common import QUANTIZED_CMAPS, new_figure, run_with_hooks, sample_tensor
 from binsr.viz.rsign_rprelu import correlation
 
 
@@ -95,7 +95,7 @@ def attention_signals(model: nn.Module, image: np.ndarray | torch.Tensor) -> dic
     if not units:
         raise ValueError("model has no AttentiveBinaryUnit (eq. 12)")
     store: dict[str, dict] = {name: {} for name, _ in units}
-    handles = []
+    hooks = []
     for name, unit in units:
 
         def unit_hook(module, inputs, out, name=name):
@@ -104,13 +104,8 @@ def attention_signals(model: nn.Module, image: np.ndarray | torch.Tensor) -> dic
         def conv_hook(module, inputs, out, name=name):
             store[name]["branch"] = out.detach()[0]
 
-        handles += [unit.register_forward_hook(unit_hook), unit.conv.register_forward_hook(conv_hook)]
-    try:
-        with torch.no_grad():
-            model(as_input(image))
-    finally:
-        for handle in handles:
-            handle.remove()
+        hooks += [(unit, unit_hook), (unit.conv, conv_hook)]
+    run_with_hooks(model, image, hooks)
     for name, unit in units:
         for key, att in (("m_b", unit.att_bin), ("m_r", unit.att_res)):
             store[name][key] = None if isinstance(att, nn.Identity) else att.last_map[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import matplotlib
 import numpy as np
@@ -38,6 +39,18 @@ def as_input(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return image_to_tensor(image) if isinstance(image, np.ndarray) else image
 
 
+def run_with_hooks(model: nn.Module, image: np.ndarray | torch.Tensor, hooks: list[tuple[nn.Module, Callable]]):
+    """Run `model` on `image` without grad, with the forward hooks [(module, hook(module, inputs, output))]
+    registered for this one pass only."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        with torch.no_grad():
+            model(as_input(image))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def capture(model: nn.Module, image: np.ndarray | torch.Tensor, module_name: str, which: str = "output"):
     """Run `model` on `image` (no grad) and return the input or output of the submodule `module_name`.
 
@@ -53,12 +66,7 @@ def capture(model: nn.Module, image: np.ndarray | torch.Tensor, module_name: str
     def hook(module, inputs, out):
         store["t"] = (inputs[0] if which == "input" else out).detach()
 
-    handle = modules[module_name].register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(as_input(image))
-    finally:
-        handle.remove()
+    run_with_hooks(model, image, [(modules[module_name], hook)])
     return store["t"][0]
 
 

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from binsr.binary import BinaryConv2d
-from binsr.viz.common import as_input, new_figure
+from binsr.viz.common import new_figure, run_with_hooks
 from binsr.viz.weights import binary_convs
 
 
@@ -67,16 +67,8 @@ def accumulator_check(model: nn.Module, image: np.ndarray | torch.Tensor) -> lis
 
     inputs: dict[str, torch.Tensor] = {}
     convs = binary_convs(model)
-    handles = [
-        m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0].detach()))
-        for name, m in convs
-    ]
-    try:
-        with torch.no_grad():
-            model(as_input(image))
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = [(m, lambda mod, args, out, name=name: inputs.__setitem__(name, args[0].detach())) for name, m in convs]
+    run_with_hooks(model, image, hooks)
     rows = []
     for name, conv in convs:
         x = inputs[name]
