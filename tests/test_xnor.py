@@ -1,5 +1,9 @@
 """The XNOR engine against torch, bit for bit: packing, integer accumulators, and the fused unit."""
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -119,3 +123,13 @@ def test_fused_unit_equals_torch_bitwise(channels, alpha_mode, rprelu, threads):
     np.testing.assert_array_equal(packed_next, xnor.pack_activations(nhwc(unit), next_threshold))
     y, _ = xnor.xnor_conv(packed_next, pack_binary_conv(following), residual=y)
     np.testing.assert_array_equal(bitwise(y), bitwise(nhwc(twice)))
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_binsr_first_makes_idle_torch_threads_sleep_unless_told_otherwise(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, binsr; print(os.environ['OMP_WAIT_POLICY'])"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == expected
