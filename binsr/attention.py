@@ -1,81 +1,142 @@
-"""Attention modules that re-weight a feature map x by a map in (0, 1): out = x * m(x).
+"""Attention modules that re-weight a feature map x by a gate map computed from x: out = x * gate(z(x)).
 
-(9)  SqueezeExcitation (Hu et al. 2018):  m = sigmoid(W2 ReLU(W1 GAP(x)))        one weight per channel
-(10) SpatialAttention:                    m = sigmoid(conv1x1_{c->1}(x))         one weight per pixel
-(11) PixelAttention (PAN, Zhao 2020):     m = sigmoid(conv1x1_{c->c}(x))         one weight per channel and pixel
+(9)  SqueezeExcitation (Hu et al. 2018):  z = W2 ReLU(W1 GAP(x))        one weight per channel
+(10) SpatialAttention:                    z = conv1x1_{c->1}(x)         one weight per pixel
+(11) PixelAttention (PAN, Zhao 2020):     z = conv1x1_{c->c}(x)         one weight per channel and pixel
 
-Each keeps its last map in `last_map` (detached) so notebooks can draw it.
+The gate, eq. (9a), is the part that decides whether attention can hurt a residual network:
+
+    "sigmoid":   gate(z) = sigmoid(z)       in (0, 1): can only attenuate; 0.5 at z = 0 (the papers' form)
+    "2sigmoid":  gate(z) = 2 sigmoid(z)     in (0, 2): 1 at z = 0, so it can start at and return to identity
+
+`gate_init` sets where the map starts: None keeps PyTorch's default initialisation of the last layer (the papers);
+a value g zeroes the last layer's weights and sets its bias to gate^-1(g), so the map is exactly g everywhere at
+initialisation (g = 1 with "2sigmoid": the module starts as the identity).
+
+The gate is a submodule (`.gate`), so a forward hook on it sees the map; nothing is stored in the module.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 ATTENTION_KINDS: tuple[str, ...] = ("none", "se", "spatial", "pixel")
+GATE_FORMS: tuple[str, ...] = ("sigmoid", "2sigmoid")
+
+
+class Gate(nn.Module):
+    """Eq. (9a): sigmoid(z) or 2 sigmoid(z), elementwise."""
+
+    def __init__(self, form: str = "sigmoid"):
+        super().__init__()
+        if form not in GATE_FORMS:
+            raise ValueError(f"gate form {form!r} is not valid; expected one of {', '.join(GATE_FORMS)}")
+        self.form = form
+        self.height = 2.0 if form == "2sigmoid" else 1.0
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.height * torch.sigmoid(z)
+
+    def inverse(self, value: float) -> float:
+        """The logit z with gate(z) = value."""
+        if not 0 < value < self.height:
+            expected = f"expected (0, {self.height})"
+            raise ValueError(f"gate_init={value} is out of range for the {self.form!r} gate; {expected}")
+        p = value / self.height
+        return math.log(p / (1 - p))
+
+    def extra_repr(self) -> str:
+        return repr(self.form)
 
 
 class _Attention(nn.Module):
-    """Shared forward: compute the map, remember it, multiply."""
+    """Shared forward x * gate(logits(x)); subclasses define `logits` and name their last conv `last`."""
 
-    last_map: torch.Tensor | None = None
+    gate: Gate
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate map, broadcastable against x: (N, C, 1, 1), (N, 1, H, W) or (N, C, H, W)."""
+        return self.gate(self.logits(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.attention_map(x)
-        self.last_map = m.detach()
-        return x * m
+        return x * self.attention_map(x)
+
+    def _start_at(self, gate_init: float | None) -> None:
+        if gate_init is None:
+            return
+        last = self.last_conv()
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, self.gate.inverse(gate_init))
+
+    def last_conv(self) -> nn.Conv2d:
+        raise NotImplementedError
 
 
 class SqueezeExcitation(_Attention):
     """Eq. (9): channel weights from global average pooling through a bottleneck of c // reduction units."""
 
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, gate: str = "sigmoid", gate_init: float | None = None):
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.fc = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, hidden, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
-            nn.Sigmoid(),
-        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.gate = Gate(gate)
+        self._start_at(gate_init)
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.pool(x))))
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.fc2
 
 
 class SpatialAttention(_Attention):
     """Eq. (10): one weight per pixel, shared by all channels."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, gate: str = "sigmoid", gate_init: float | None = None):
         super().__init__()
         self.conv = nn.Conv2d(channels, 1, 1)
+        self.gate = Gate(gate)
+        self._start_at(gate_init)
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(x))
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv
 
 
 class PixelAttention(_Attention):
     """Eq. (11): one weight per channel and pixel."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, gate: str = "sigmoid", gate_init: float | None = None):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 1)
+        self.gate = Gate(gate)
+        self._start_at(gate_init)
 
-    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(x))
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv
 
 
-def make_attention(kind: str, channels: int) -> nn.Module:
-    """The attention module named `kind` (one of ATTENTION_KINDS); "none" is the identity."""
+def make_attention(kind: str, channels: int, gate: str = "sigmoid", gate_init: float | None = None) -> nn.Module:
+    """The attention module named `kind` (one of ATTENTION_KINDS) with gate (9a); "none" is the identity."""
     builders = {
         "none": lambda: nn.Identity(),
-        "se": lambda: SqueezeExcitation(channels),
-        "spatial": lambda: SpatialAttention(channels),
-        "pixel": lambda: PixelAttention(channels),
+        "se": lambda: SqueezeExcitation(channels, gate=gate, gate_init=gate_init),
+        "spatial": lambda: SpatialAttention(channels, gate=gate, gate_init=gate_init),
+        "pixel": lambda: PixelAttention(channels, gate=gate, gate_init=gate_init),
     }
     if kind not in builders:
         raise ValueError(f"attention kind {kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")

@@ -8,6 +8,8 @@ Equations are numbered as in the notebooks (and the preprint where it has a numb
 (4)  identity straight-through: d sign/dx = 1
 (5)  RSign:    b_k = sign(x_k - t_k)                      learnable threshold t_k per channel (seed eq. 5)
 (6)  weights:  W_b = alpha_l * sign(W_l)                  per output channel l, STE through clamp(W, -1, 1)
+(6a) weight gradient: "bbcu"   dL/dW = dL/dW_b * 1{|W| <= 1}                 (BBCU's released code)
+                      "scaled" dL/dW = alpha * dL/dW_b * 1{|W| <= 1}         (alpha applied after the conv)
 (7)  RPReLU:   f(x_k) = PReLU_{beta_k}(x_k - gamma_k) + zeta_k   (seed eq. 7)
 
 The convention "+1 iff x > threshold" is the one the bit-packing engine (`binsr.xnor`) reproduces bit for bit.
@@ -24,8 +26,10 @@ from torch import nn
 
 SignBackward = Literal["clipped", "approx", "identity"]
 AlphaMode = Literal["mean", "learnable"]
+WeightGrad = Literal["bbcu", "scaled"]
 SIGN_BACKWARDS: tuple[str, ...] = ("clipped", "approx", "identity")
 ALPHA_MODES: tuple[str, ...] = ("mean", "learnable")
+WEIGHT_GRADS: tuple[str, ...] = ("bbcu", "scaled")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -84,19 +88,23 @@ class RSign(nn.Module):
 
 class _WeightSign(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(w)
+    def forward(ctx, w: torch.Tensor, grad_scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w, grad_scale)
         return torch.where(w > 0, 1.0, -1.0).to(w.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (w,) = ctx.saved_tensors
-        return grad_out * (w.abs() <= 1).to(grad_out.dtype)  # gradient of clamp(w, -1, 1)
+        w, grad_scale = ctx.saved_tensors
+        scale = grad_scale.view(-1, *([1] * (w.dim() - 1)))
+        return grad_out * scale * (w.abs() <= 1).to(grad_out.dtype), None  # gradient of clamp(w, -1, 1)
 
 
-def sign_weight(w: torch.Tensor) -> torch.Tensor:
-    """sign(W) of eq. (6), +1 iff w > 0, with the straight-through gradient of clamp(W, -1, 1)."""
-    return _WeightSign.apply(w)
+def sign_weight(w: torch.Tensor, grad_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """sign(W) of eq. (6), +1 iff w > 0, with the straight-through gradient of clamp(W, -1, 1), multiplied per
+    output channel by `grad_scale` (default 1)."""
+    if grad_scale is None:
+        grad_scale = torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+    return _WeightSign.apply(w, grad_scale.detach())
 
 
 def mean_abs_scale(w: torch.Tensor) -> torch.Tensor:
@@ -128,11 +136,12 @@ class BinaryConv2d(nn.Module):
 
     The ±1 activations are zero-padded exactly as `F.conv2d` does. The integer conv of ±1 tensors is exact
     in float32, and alpha is applied afterwards with one rounding, so the XNOR engine can match it bit for bit.
-    Relative to BBCU's code (which convolves with alpha*sign(W)) the latent-weight gradient carries an extra
-    per-channel factor alpha; Adam's per-parameter normalisation makes the two updates the same.
 
     alpha_mode "mean": alpha = mean|W_l|, recomputed and detached each step (BBCU);
     alpha_mode "learnable": alpha is a parameter initialised to mean|W_l| (Ma et al. 2019, the preprint).
+
+    weight_grad (6a) "bbcu" divides the latent-weight gradient by alpha, which gives exactly BBCU's STE (it
+    convolves with alpha * sign(W) and passes dL/dW_b straight to W); "scaled" keeps the factor alpha.
     """
 
     def __init__(
@@ -143,14 +152,16 @@ class BinaryConv2d(nn.Module):
         alpha_mode: AlphaMode = "mean",
         rprelu: bool = True,
         backward: SignBackward = "approx",
+        weight_grad: WeightGrad = "bbcu",
     ):
         super().__init__()
         _check_choice("alpha_mode", alpha_mode, ALPHA_MODES)
+        _check_choice("weight_grad", weight_grad, WEIGHT_GRADS)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size={kernel_size} must be odd ('same' padding)")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.padding = kernel_size // 2
-        self.alpha_mode = alpha_mode
+        self.alpha_mode, self.weight_grad = alpha_mode, weight_grad
         self.rsign = RSign(in_channels, backward)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default, as in BBCU
@@ -163,7 +174,11 @@ class BinaryConv2d(nn.Module):
 
     def binary_conv(self, x_binary: torch.Tensor) -> torch.Tensor:
         """conv(x_b, sign(W)): the integer accumulators (as float) that XNOR + popcount computes."""
-        return F.conv2d(x_binary, sign_weight(self.weight), padding=self.padding)
+        grad_scale = None
+        if self.weight_grad == "bbcu":
+            alpha = self.scale().detach()
+            grad_scale = alpha.sign() / alpha.abs().clamp_min(1e-12)  # 1 / alpha, and no gradient where alpha = 0
+        return F.conv2d(x_binary, sign_weight(self.weight, grad_scale), padding=self.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -174,5 +189,5 @@ class BinaryConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"alpha_mode={self.alpha_mode!r}, rprelu={self.rprelu is not None}"
+            f"alpha_mode={self.alpha_mode!r}, weight_grad={self.weight_grad!r}, rprelu={self.rprelu is not None}"
         )

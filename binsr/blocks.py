@@ -2,7 +2,8 @@
 
 (8)  BBCU unit:            x <- RPReLU(BinaryConv(RSign(x))) + x                          (seed eq. 8)
 (12) attentive unit:       x <- a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x)
-     With Att_b = Att_r = identity and a1 = a2 = 1 it is exactly the BBCU unit.
+     With Att_b = Att_r = identity and a1 = a2 = 1 it is exactly the BBCU unit; so it is at initialisation with
+     the gates (9a) started at 1 (gate "2sigmoid", gate_init 1) and a1 = a2 = 1.
 (13) binary upsampling unit (BBCU-M):  x <- PixelShuffle(RPReLU(BinaryConv(RSign(x)))) + nearest_up(x)
 
 The full-precision residual is added outside RPReLU so negative values survive; a block is two units with no
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr.attention import make_attention
-from binsr.binary import AlphaMode, BinaryConv2d, SignBackward
+from binsr.binary import AlphaMode, BinaryConv2d, SignBackward, WeightGrad
 
 
 class ResBlock(nn.Module):
@@ -38,19 +39,28 @@ class ResBlock(nn.Module):
 class BBCUUnit(nn.Module):
     """Eq. (8): x + RPReLU(BinaryConv(RSign(x)))."""
 
-    def __init__(self, n_feats: int, alpha_mode: AlphaMode = "mean", backward: SignBackward = "approx"):
+    def __init__(
+        self,
+        n_feats: int,
+        alpha_mode: AlphaMode = "mean",
+        backward: SignBackward = "approx",
+        weight_grad: WeightGrad = "bbcu",
+    ):
         super().__init__()
-        self.conv = BinaryConv2d(n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward)
+        self.conv = BinaryConv2d(
+            n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + x
 
 
 class AttentiveBinaryUnit(nn.Module):
-    """Eq. (12): a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x), a1 and a2 learnable scalars (init 1).
+    """Eq. (12): a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x), a1 and a2 learnable scalars.
 
-    a1 and a2 replace BBCU's amplification factor k: they set the balance between the binary branch and the
-    full-precision residual instead of a fixed input gain.
+    In the preprint a1 and a2 (both 1 at the start) replace BBCU's amplification factor k: they set the balance
+    between the binary branch and the full-precision residual. `a1_init`, `a2_init`, the attention gate (9a) and
+    its start `gate_init` choose where training starts; the model's k (14) may be kept as well.
     """
 
     def __init__(
@@ -61,13 +71,20 @@ class AttentiveBinaryUnit(nn.Module):
         alpha_mode: AlphaMode = "learnable",
         backward: SignBackward = "approx",
         learn_scales: bool = True,
+        a1_init: float = 1.0,
+        a2_init: float = 1.0,
+        gate: str = "sigmoid",
+        gate_init: float | None = None,
+        weight_grad: WeightGrad = "bbcu",
     ):
         super().__init__()
-        self.conv = BinaryConv2d(n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward)
-        self.att_bin = make_attention(att_bin, n_feats)
-        self.att_res = make_attention(att_res, n_feats)
-        self.a1 = nn.Parameter(torch.ones(()), requires_grad=learn_scales)
-        self.a2 = nn.Parameter(torch.ones(()), requires_grad=learn_scales)
+        self.conv = BinaryConv2d(
+            n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad
+        )
+        self.att_bin = make_attention(att_bin, n_feats, gate, gate_init)
+        self.att_res = make_attention(att_res, n_feats, gate, gate_init)
+        self.a1 = nn.Parameter(torch.tensor(float(a1_init)), requires_grad=learn_scales)
+        self.a2 = nn.Parameter(torch.tensor(float(a2_init)), requires_grad=learn_scales)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.a1 * self.att_bin(self.conv(x)) + self.a2 * self.att_res(x)
@@ -76,25 +93,15 @@ class AttentiveBinaryUnit(nn.Module):
 class BBCUBlock(nn.Sequential):
     """Two BBCU units (8) in a row."""
 
-    def __init__(self, n_feats: int, alpha_mode: AlphaMode = "mean", backward: SignBackward = "approx"):
-        super().__init__(*(BBCUUnit(n_feats, alpha_mode, backward) for _ in range(2)))
+    def __init__(self, n_feats: int, **unit_kwargs):
+        super().__init__(*(BBCUUnit(n_feats, **unit_kwargs) for _ in range(2)))
 
 
 class AttentiveBinaryBlock(nn.Sequential):
-    """Two attentive binary units (12) in a row: the preprint's block."""
+    """Two attentive binary units (12) in a row: the preprint's block; keyword arguments as AttentiveBinaryUnit."""
 
-    def __init__(
-        self,
-        n_feats: int,
-        att_bin: str = "pixel",
-        att_res: str = "pixel",
-        alpha_mode: AlphaMode = "learnable",
-        backward: SignBackward = "approx",
-        learn_scales: bool = True,
-    ):
-        super().__init__(
-            *(AttentiveBinaryUnit(n_feats, att_bin, att_res, alpha_mode, backward, learn_scales) for _ in range(2))
-        )
+    def __init__(self, n_feats: int, **unit_kwargs):
+        super().__init__(*(AttentiveBinaryUnit(n_feats, **unit_kwargs) for _ in range(2)))
 
 
 class BinaryUpsampleUnit(nn.Module):

@@ -19,12 +19,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--att-bin", help="attention on the binary branch: none, se, spatial, pixel (edsr-proposed)")
     parser.add_argument("--att-res", help="attention on the residual branch: none, se, spatial, pixel (edsr-proposed)")
     parser.add_argument("--k", type=float, help="amplification factor k (BBCU default 130*n_feats/64)")
+    parser.add_argument("--alpha-mode", choices=["mean", "learnable"], help="weight scale alpha: mean|W| or learned")
+    parser.add_argument("--weight-grad", choices=["bbcu", "scaled"], help="latent-weight gradient form (6a)")
+    parser.add_argument("--a1-init", type=float, help="initial a1, binary branch scale (edsr-proposed)")
+    parser.add_argument("--a2-init", type=float, help="initial a2, residual scale (edsr-proposed)")
+    parser.add_argument("--gate", choices=["sigmoid", "2sigmoid"], help="attention gate form (edsr-proposed)")
+    parser.add_argument("--gate-init", type=_float_or_none, help="initial gate value, or 'none' for the default init")
+    parser.add_argument("--preprint-literal", action="store_true",
+                        help="edsr-proposed as the preprint reads: k=1, a1=a2=1, sigmoid gates, default init")
+
+
+def _float_or_none(text: str) -> float | str:
+    return "none" if text.lower() == "none" else float(text)
+
+
+MODEL_OPTIONS = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k", "alpha_mode", "weight_grad",
+                 "a1_init", "a2_init", "gate", "gate_init")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
-    """The registry arguments given on the command line."""
-    names = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k")
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    """The registry arguments given on the command line (--preprint-literal first, explicit options over it)."""
+    from binsr.models import PREPRINT_LITERAL
+
+    kwargs = dict(PREPRINT_LITERAL) if getattr(args, "preprint_literal", False) else {}
+    kwargs.update({name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name, None) is not None})
+    if kwargs.get("gate_init") == "none":
+        kwargs["gate_init"] = None
+    return kwargs
 
 
 def cmd_summary(args: argparse.Namespace) -> None:

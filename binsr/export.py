@@ -73,12 +73,14 @@ class _Writer:
         if isinstance(module, SqueezeExcitation):
             return {
                 "kind": "se",
-                "reduce": self.conv(f"{name}.reduce", module.fc[1]),
-                "expand": self.conv(f"{name}.expand", module.fc[3]),
+                "gate": module.gate.form,
+                "reduce": self.conv(f"{name}.reduce", module.fc1),
+                "expand": self.conv(f"{name}.expand", module.fc2),
             }
         if isinstance(module, (SpatialAttention, PixelAttention)):
             return {
                 "kind": "pixel" if isinstance(module, PixelAttention) else "spatial",
+                "gate": module.gate.form,
                 "conv": self.conv(f"{name}.conv", module.conv),
             }
         raise ValueError(f"{name}: cannot export attention module {type(module).__name__}")

@@ -5,7 +5,9 @@ Every model maps a float image in [0, 1], shape (N, 3, h, w), to (N, 3, s*h, s*w
 
 (14) amplification (BBCU): the network sees k * x and its output is divided by k, so every full-precision
      residual carries amplitude ~k while a binary branch's amplitude is set by alpha alone. BBCU uses
-     k = 130 at 64 channels, k = 130 * n / 64 in general; the attentive block uses k = 1 (a1, a2 take its role).
+     k = 130 at 64 channels, k = 130 * n / 64 in general. The preprint's attentive net uses k = 1 (a1, a2 take its
+     role); binsr's default keeps BBCU's k and starts every attention gate at 1, so at initialisation the
+     attentive net computes exactly EDSR-BBCU (see `edsr_proposed` and `PREPRINT_LITERAL`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from binsr.attention import ATTENTION_KINDS
+from binsr.binary import mean_abs_scale
 from binsr.blocks import AttentiveBinaryBlock, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
 
 SCALES = (2, 3, 4)
@@ -97,6 +100,9 @@ class SRResNet(nn.Module):
         if binary_tail:
             self.upsampler = nn.Sequential(*(BinaryUpsampleUnit(n_feats, f) for f in _upsample_stages(scale)))
             self.conv_hr = BBCUUnit(n_feats)
+            # BBCU-M's released code scales these binary convs' init by 0.1 too (not the body's).
+            for unit in (*self.upsampler, self.conv_hr):
+                _scaled_kaiming_(unit.conv, 0.1)
         else:
             stages: list[nn.Module] = []
             for factor in _upsample_stages(scale):
@@ -119,12 +125,15 @@ class SRResNet(nn.Module):
         return (out + self.image_skip(x)) / self.k
 
 
-def _scaled_kaiming_(conv: nn.Conv2d, gain: float) -> None:
-    """BasicSR's default_init_weights: Kaiming-normal scaled by `gain`, zero bias; keeps deep residual nets stable."""
+def _scaled_kaiming_(conv: nn.Module, gain: float) -> None:
+    """BasicSR's default_init_weights: Kaiming-normal scaled by `gain`, zero bias; keeps deep residual nets stable.
+    `conv` is an nn.Conv2d or a BinaryConv2d (whose learnable alpha, if any, follows the new weights)."""
     nn.init.kaiming_normal_(conv.weight)
     conv.weight.data.mul_(gain)
-    if conv.bias is not None:
+    if getattr(conv, "bias", None) is not None:
         nn.init.zeros_(conv.bias)
+    if getattr(conv, "alpha", None) is not None:
+        conv.alpha.data.copy_(mean_abs_scale(conv.weight))
 
 
 # ---- registry -------------------------------------------------------------------------------------------
@@ -142,28 +151,44 @@ def edsr_bbcu(
     k: float | None = None,
     alpha_mode: str = "mean",
     backward: str = "approx",
+    weight_grad: str = "bbcu",
 ) -> nn.Module:
     """EDSR with BBCU blocks (8); k defaults to BBCU's 130 * n_feats / 64."""
-    block = partial(BBCUBlock, alpha_mode=alpha_mode, backward=backward)
+    block = partial(BBCUBlock, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad)
     return EDSR(scale, n_feats, n_blocks, block, k=bbcu_k(n_feats) if k is None else k)
+
+
+# The preprint read literally: no amplification, a1 = a2 = 1, sigmoid gates with PyTorch's default init.
+PREPRINT_LITERAL = {"k": 1.0, "a1_init": 1.0, "a2_init": 1.0, "gate": "sigmoid", "gate_init": None}
 
 
 def edsr_proposed(
     scale: int = 2,
     n_feats: int = 64,
     n_blocks: int = 16,
-    att_bin: str = "pixel",
-    att_res: str = "pixel",
-    k: float = 1.0,
+    att_bin: str = "se",
+    att_res: str = "se",
+    k: float | None = None,
     alpha_mode: str = "learnable",
     backward: str = "approx",
+    a1_init: float = 1.0,
+    a2_init: float = 1.0,
+    gate: str = "2sigmoid",
+    gate_init: float | None = 1.0,
+    weight_grad: str = "bbcu",
 ) -> nn.Module:
-    """EDSR with the preprint's attentive binary blocks (12); attention kinds from ATTENTION_KINDS."""
+    """EDSR with the preprint's attentive binary blocks (12); attention kinds from ATTENTION_KINDS.
+
+    k defaults to BBCU's (None); with gate "2sigmoid" started at 1 every unit begins as a BBCU unit (8).
+    `create_model("edsr-proposed", **PREPRINT_LITERAL)` is the preprint's reading (k = 1, sigmoid gates)."""
     for name, kind in (("att_bin", att_bin), ("att_res", att_res)):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f"{name}={kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")
-    block = partial(AttentiveBinaryBlock, att_bin=att_bin, att_res=att_res, alpha_mode=alpha_mode, backward=backward)
-    return EDSR(scale, n_feats, n_blocks, block, k=k)
+    block = partial(
+        AttentiveBinaryBlock, att_bin=att_bin, att_res=att_res, alpha_mode=alpha_mode, backward=backward,
+        a1_init=a1_init, a2_init=a2_init, gate=gate, gate_init=gate_init, weight_grad=weight_grad,
+    )  # fmt: skip
+    return EDSR(scale, n_feats, n_blocks, block, k=bbcu_k(n_feats) if k is None else k)
 
 
 def srresnet_fp(scale: int = 4, n_feats: int = 64, n_blocks: int = 16) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from binsr import xnor
+from binsr.attention import Gate
 
 FORMAT = "binsr-packed-1"
 
@@ -67,10 +68,11 @@ class PackedModel:
         """x * m(x), with the op sequence of binsr.attention."""
         if spec["kind"] == "none":
             return x
+        gate = Gate(spec.get("gate", "sigmoid"))
         if spec["kind"] == "se":
             hidden = F.relu(self._conv(F.adaptive_avg_pool2d(x, 1), spec["reduce"]))
-            return x * torch.sigmoid(self._conv(hidden, spec["expand"]))
-        return x * torch.sigmoid(self._conv(x, spec["conv"]))
+            return x * gate(self._conv(hidden, spec["expand"]))
+        return x * gate(self._conv(x, spec["conv"]))
 
     def _bbcu_units(self, x: torch.Tensor, layers: list[BinaryLayer], trace: list | None) -> torch.Tensor:
         """x <- x + RPReLU(BinaryConv(x)) for each layer, in place on one NHWC map, packed between units."""

@@ -18,6 +18,7 @@ import argparse
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     data_root: str | None = None
+    compile: bool = True  # torch.compile the training step; falls back to eager with one warning where it fails
 
 
 # The fields a resumed run must share with the checkpoint to take the same steps.
@@ -155,6 +157,9 @@ def train(
     net = model
     if world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    eager = net
+    if config.compile:
+        net = torch.compile(net)  # the module is wrapped, not replaced: state_dict keys stay those of `model`
 
     def save() -> Path:
         metrics = {"train_seconds": train_seconds, "val": val}
@@ -173,7 +178,15 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         lr_batch, hr_batch = (t.to(device) for t in sampler.batch(step))
-        loss = F.l1_loss(net(lr_batch), hr_batch)
+        try:
+            loss = F.l1_loss(net(lr_batch), hr_batch)
+        except Exception as error:  # compilation errors surface at the first call, before any state changed
+            if net is eager:
+                raise
+            message = f"torch.compile failed ({type(error).__name__}: {error}); training in eager mode"
+            warnings.warn(message, stacklevel=2)
+            net = eager
+            loss = F.l1_loss(net(lr_batch), hr_batch)
         loss_value = _mean_over_ranks(loss.detach(), world)
         if not math.isfinite(loss_value):
             kept = last if last.is_file() else "none written yet"
@@ -215,12 +228,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "val_sets": "validation datasets", "val_interval": "validate every N steps (0: only at the end)",
         "checkpoint_interval": "save every N steps", "seed": "seed of the model init and the patch sampler",
         "device": "auto (cuda, then mps, then cpu), cpu, cuda, ...", "data_root": "benchmark folder root",
+        "compile": "torch.compile the training step (falls back to eager with a warning)",
     }
     for name, value in asdict(TrainConfig()).items():
         flag = ["--" + name.replace("_", "-"), *short.get(name, [])]
         if name == "scale":
             continue
-        if isinstance(value, tuple):
+        if isinstance(value, bool):
+            parser.add_argument(*flag, action=argparse.BooleanOptionalAction, default=value,
+                                help=f"{helps[name]} (default: {value})")
+        elif isinstance(value, tuple):
             parser.add_argument(*flag, type=float if name == "betas" else str, nargs="*", default=list(value),
                                 help=f"{helps[name]} (default: {' '.join(map(str, value))})")
         else:

@@ -1,18 +1,29 @@
+import math
+
 import pytest
 import torch
 
-from binsr.attention import PixelAttention, SpatialAttention, SqueezeExcitation, make_attention
+from binsr.attention import Gate, PixelAttention, SpatialAttention, SqueezeExcitation, make_attention
+
+
+def _captured_map(att, x):
+    maps = []
+    handle = att.gate.register_forward_hook(lambda m, i, out: maps.append(out))
+    out = att(x)
+    handle.remove()
+    return out, maps[0]
 
 
 def test_squeeze_excitation_is_gap_fc_relu_fc_sigmoid():
     torch.manual_seed(0)
     se = SqueezeExcitation(32, reduction=16)
     x = torch.randn(2, 32, 5, 4)
-    w1, b1 = se.fc[1].weight.view(2, 32), se.fc[1].bias
-    w2, b2 = se.fc[3].weight.view(32, 2), se.fc[3].bias
+    w1, b1 = se.fc1.weight.view(2, 32), se.fc1.bias
+    w2, b2 = se.fc2.weight.view(32, 2), se.fc2.bias
     s = torch.sigmoid(torch.relu(x.mean(dim=(2, 3)) @ w1.T + b1) @ w2.T + b2)
-    assert torch.allclose(se(x), x * s.view(2, 32, 1, 1), atol=1e-6)
-    assert se.last_map.shape == (2, 32, 1, 1)
+    out, m = _captured_map(se, x)
+    assert torch.allclose(out, x * s.view(2, 32, 1, 1), atol=1e-6)
+    assert m.shape == (2, 32, 1, 1)
 
 
 def test_spatial_attention_one_weight_per_pixel():
@@ -20,8 +31,9 @@ def test_spatial_attention_one_weight_per_pixel():
     att = SpatialAttention(8)
     x = torch.randn(1, 8, 3, 3)
     m = torch.sigmoid(torch.einsum("c,nchw->nhw", att.conv.weight.view(8), x) + att.conv.bias).unsqueeze(1)
-    assert torch.allclose(att(x), x * m, atol=1e-6)
-    assert att.last_map.shape == (1, 1, 3, 3)
+    out, hooked = _captured_map(att, x)
+    assert torch.allclose(out, x * m, atol=1e-6)
+    assert hooked.shape == (1, 1, 3, 3)
 
 
 def test_pixel_attention_one_weight_per_channel_and_pixel():
@@ -29,8 +41,32 @@ def test_pixel_attention_one_weight_per_channel_and_pixel():
     att = PixelAttention(8)
     x = torch.randn(1, 8, 3, 3)
     m = torch.sigmoid(torch.einsum("oc,nchw->nohw", att.conv.weight.view(8, 8), x) + att.conv.bias.view(1, 8, 1, 1))
-    assert torch.allclose(att(x), x * m, atol=1e-6)
-    assert att.last_map.shape == (1, 8, 3, 3)
+    out, hooked = _captured_map(att, x)
+    assert torch.allclose(out, x * m, atol=1e-6)
+    assert hooked.shape == (1, 8, 3, 3)
+
+
+def test_gate_forms_and_their_inverse():
+    z = torch.tensor([-2.0, 0.0, 3.0])
+    assert torch.equal(Gate("sigmoid")(z), torch.sigmoid(z))
+    assert torch.equal(Gate("2sigmoid")(z), 2 * torch.sigmoid(z))
+    assert Gate("2sigmoid")(torch.zeros(1)).item() == 1.0
+    assert Gate("sigmoid").inverse(0.95) == pytest.approx(math.log(19))
+    assert Gate("2sigmoid").inverse(1.0) == 0.0
+    with pytest.raises(ValueError, match=r"gate_init=1.0 is out of range for the 'sigmoid' gate; expected \(0, 1.0\)"):
+        Gate("sigmoid").inverse(1.0)
+    with pytest.raises(ValueError, match="gate form 'tanh' is not valid; expected one of sigmoid, 2sigmoid"):
+        Gate("tanh")
+
+
+@pytest.mark.parametrize("kind", ["se", "spatial", "pixel"])
+def test_gate_init_one_starts_every_attention_at_the_identity(kind):
+    torch.manual_seed(0)
+    att = make_attention(kind, 16, gate="2sigmoid", gate_init=1.0)
+    x = torch.randn(2, 16, 5, 6)
+    assert torch.equal(att(x), x)
+    half = make_attention(kind, 16, gate="sigmoid", gate_init=0.95)
+    assert torch.allclose(half(x), 0.95 * x, atol=1e-6)
 
 
 def test_attention_parameter_counts():

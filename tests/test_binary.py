@@ -130,3 +130,25 @@ def test_binary_conv_rejects_wrong_input():
         conv(torch.zeros(1, 4, 5, 5))
     with pytest.raises(ValueError, match="alpha_mode='max' is not valid"):
         BinaryConv2d(3, 2, alpha_mode="max")
+
+
+@pytest.mark.parametrize("alpha_mode", ["mean", "learnable"])
+def test_bbcu_weight_gradient_is_bbcus_straight_through_estimator(alpha_mode):
+    """BBCU's HardBinaryConv: W_b = (alpha sign W).detach() - clamp(W).detach() + clamp(W); y = conv(x, W_b)."""
+    torch.manual_seed(0)
+    conv = BinaryConv2d(4, 3, alpha_mode=alpha_mode, rprelu=False, weight_grad="bbcu")
+    with torch.no_grad():
+        conv.weight.mul_(40)  # some |W| > 1, so the clip window matters
+    x = torch.randn(2, 4, 5, 5)
+    conv(x).square().sum().backward()
+    w = conv.weight.detach().clone().requires_grad_(True)
+    alpha = conv.scale().detach().view(-1, 1, 1, 1)
+    clipped = w.clamp(-1, 1)
+    w_b = (alpha * torch.where(w > 0, 1.0, -1.0)).detach() - clipped.detach() + clipped
+    torch.nn.functional.conv2d(conv.rsign(x), w_b, padding=1).square().sum().backward()
+    assert 0 < (conv.weight.abs() <= 1).float().mean() < 1
+    assert torch.allclose(conv.weight.grad, w.grad, rtol=1e-5, atol=1e-6)
+    scaled = BinaryConv2d(4, 3, alpha_mode=alpha_mode, rprelu=False, weight_grad="scaled")
+    scaled.load_state_dict(conv.state_dict())
+    scaled(x).square().sum().backward()
+    assert torch.allclose(scaled.weight.grad, w.grad * alpha, rtol=1e-5, atol=1e-7)

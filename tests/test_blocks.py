@@ -43,7 +43,7 @@ def test_attentive_unit_formula_and_scale_gradients():
 
 def test_blocks_have_two_units_and_keep_shape():
     x = torch.randn(1, 8, 6, 6)
-    for block in (BBCUBlock(8), AttentiveBinaryBlock(8, "se", "se"), ResBlock(8)):
+    for block in (BBCUBlock(8), AttentiveBinaryBlock(8, att_bin="se", att_res="se"), ResBlock(8)):
         assert block(x).shape == x.shape
     assert len(BBCUBlock(8)) == 2 and len(AttentiveBinaryBlock(8)) == 2
 

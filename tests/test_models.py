@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from binsr.binary import BinaryConv2d
-from binsr.models import MODELS, bbcu_k, create_model, model_arguments
+from binsr.models import MODELS, PREPRINT_LITERAL, bbcu_k, create_model, model_arguments
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -19,8 +19,9 @@ def test_config_records_full_arguments_and_rebuilds_the_model():
     assert model.config == {
         "name": "edsr-proposed",
         "kwargs": {
-            "scale": 2, "n_feats": 16, "n_blocks": 2, "att_bin": "se", "att_res": "pixel",
-            "k": 1.0, "alpha_mode": "learnable", "backward": "approx",
+            "scale": 2, "n_feats": 16, "n_blocks": 2, "att_bin": "se", "att_res": "se",
+            "k": None, "alpha_mode": "learnable", "backward": "approx", "a1_init": 1.0, "a2_init": 1.0,
+            "gate": "2sigmoid", "gate_init": 1.0, "weight_grad": "bbcu",
         },
     }
     twin = create_model(model.config["name"], **model.config["kwargs"])
@@ -30,7 +31,8 @@ def test_config_records_full_arguments_and_rebuilds_the_model():
 def test_amplification_factor_defaults():
     assert bbcu_k(64) == 130.0 and bbcu_k(32) == 65.0
     assert create_model("edsr-bbcu", n_feats=32, n_blocks=1).k == 65.0
-    assert create_model("edsr-proposed", n_feats=32, n_blocks=1).k == 1.0
+    assert create_model("edsr-proposed", n_feats=32, n_blocks=1).k == 65.0
+    assert create_model("edsr-proposed", n_feats=32, n_blocks=1, **PREPRINT_LITERAL).k == 1.0
     assert create_model("edsr-fp", n_feats=32, n_blocks=1).k == 1.0
     assert create_model("bbcu-l", n_feats=64, n_blocks=1).k == 130.0
 
@@ -80,3 +82,27 @@ def test_bad_arguments_are_one_line_errors():
     with pytest.raises(ValueError, match="att_res='channel' is not valid"):
         create_model("edsr-proposed", att_res="channel")
     assert model_arguments("bbcu-m")["k"] is None
+
+
+@pytest.mark.parametrize("kind", ["se", "spatial", "pixel"])
+def test_default_attentive_net_starts_as_edsr_bbcu(kind):
+    """Gates started at 1 (2 sigmoid), a1 = a2 = 1 and BBCU's k: with the same weights, the same function."""
+    torch.manual_seed(0)
+    bbcu = create_model("edsr-bbcu", scale=2, n_feats=16, n_blocks=2, alpha_mode="learnable").eval()
+    proposed = create_model("edsr-proposed", scale=2, n_feats=16, n_blocks=2, att_bin=kind, att_res=kind).eval()
+    missing = proposed.load_state_dict(bbcu.state_dict(), strict=False).missing_keys
+    assert missing and all(".att_" in key or key.endswith((".a1", ".a2")) for key in missing)
+    x = torch.rand(1, 3, 9, 11)
+    assert torch.equal(proposed(x), bbcu(x))
+
+
+def test_bbcu_m_tail_binary_convs_get_bbcus_scaled_init():
+    """BBCU's code applies Kaiming-normal x 0.1 to upconv and HRconv, binary in BBCU-M:
+    alpha ~ 0.1 * mean|N(0, 2/fan_in)|."""
+    torch.manual_seed(0)
+    model = create_model("bbcu-m", scale=4, n_feats=64, n_blocks=1)
+    expected = 0.1 * (2 / (64 * 9)) ** 0.5 * (2 / torch.pi) ** 0.5  # 0.0047
+    for unit in (*model.upsampler, model.conv_hr):
+        assert unit.conv.scale().mean().item() == pytest.approx(expected, rel=0.03)
+    body = model.body[0][0].conv.scale().mean().item()  # the body keeps nn.Conv2d's default: mean|U(-b, b)| = b/2
+    assert body == pytest.approx(0.5 / (64 * 9) ** 0.5, rel=0.03)

@@ -38,7 +38,7 @@ def images(tmp_path, monkeypatch):
 
 def _config(images: str, **overrides) -> TrainConfig:
     fields = dict(steps=6, lr=1e-3, lr_patch=8, batch_size=2, train_set=images, val_sets=(images,),
-                  checkpoint_interval=3, device="cpu")  # fmt: skip
+                  checkpoint_interval=3, device="cpu", compile=False)  # fmt: skip
     return TrainConfig(**{**fields, **overrides})
 
 
@@ -167,3 +167,17 @@ def test_two_process_ddp_on_cpu_keeps_both_ranks_identical(images, tmp_path):
     assert state["step"] == 3 and _same_tensors(state["state_dict"], rank0)
     single = train("edsr-bbcu", TINY, _config(images, steps=3, val_sets=()), tmp_path / "single")
     assert not _same_tensors(single.model.state_dict(), rank0)  # rank 1's batches (seed + 1) took part
+
+
+def test_compiled_training_resumes_bit_exactly_and_saves_plain_keys(images, tmp_path):
+    config = _config(images, steps=4, checkpoint_interval=2, val_sets=(), compile=True)
+    whole = train("edsr-bbcu", TINY, config, tmp_path / "whole")
+    with pytest.raises(_Interrupt):
+        train("edsr-bbcu", TINY, config, tmp_path / "parts", callback=_stop_at(2))
+    resumed = train("edsr-bbcu", TINY, config, tmp_path / "parts", resume=True)
+    saved = checkpoint.load(tmp_path / "whole" / "last.pt")["state_dict"]
+    assert not [key for key in saved if "_orig_mod" in key]
+    assert _same_tensors(whole.model.state_dict(), resumed.model.state_dict())
+    eager = train("edsr-bbcu", TINY, _config(images, steps=4, val_sets=()), tmp_path / "eager")
+    for name, value in eager.model.state_dict().items():  # the same steps, up to the compiler's rounding
+        assert torch.allclose(value, saved[name], rtol=1e-3, atol=1e-4), name

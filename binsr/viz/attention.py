@@ -105,10 +105,16 @@ def attention_signals(model: nn.Module, image: np.ndarray | torch.Tensor) -> dic
             store[name]["branch"] = out.detach()[0]
 
         hooks += [(unit, unit_hook), (unit.conv, conv_hook)]
+        for key, att in (("m_b", unit.att_bin), ("m_r", unit.att_res)):
+            store[name][key] = None
+            if not isinstance(att, nn.Identity):
+
+                def gate_hook(module, inputs, out, name=name, key=key):
+                    store[name][key] = out.detach()[0]
+
+                hooks.append((att.gate, gate_hook))
     run_with_hooks(model, image, hooks)
     for name, unit in units:
-        for key, att in (("m_b", unit.att_bin), ("m_r", unit.att_res)):
-            store[name][key] = None if isinstance(att, nn.Identity) else att.last_map[0]
         store[name].update(
             a1=unit.a1.item(), a2=unit.a2.item(), kinds=(attention_kind(unit.att_bin), attention_kind(unit.att_res))
         )

@@ -104,7 +104,7 @@ def train_small(
     name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks)
     config = TrainConfig(
         scale=scale, steps=steps, lr=lr, batch_size=batch_size, train_set=train_set, val_sets=tuple(val_sets),
-        val_interval=val_interval, checkpoint_interval=steps, seed=seed, device="cpu",
+        val_interval=val_interval, checkpoint_interval=steps, seed=seed, device="cpu", compile=False,
     )  # fmt: skip
     if out_dir is not None:
         return train(name, kwargs, config, out_dir, callback=callback)
