@@ -32,6 +32,10 @@ class ResBlock(nn.Module):
         )
         self.res_scale = res_scale
 
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(residual branch, skip) whose sum is the output."""
+        return self.body(x) * self.res_scale, x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x) * self.res_scale
 
@@ -50,6 +54,10 @@ class BBCUUnit(nn.Module):
         self.conv = BinaryConv2d(
             n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad
         )
+
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(binary branch, full-precision skip) whose sum is the output."""
+        return self.conv(x), x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + x
@@ -86,8 +94,13 @@ class AttentiveBinaryUnit(nn.Module):
         self.a1 = nn.Parameter(torch.tensor(float(a1_init)), requires_grad=learn_scales)
         self.a2 = nn.Parameter(torch.tensor(float(a2_init)), requires_grad=learn_scales)
 
+    def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a1 Att_b(binary branch), a2 Att_r(x)) whose sum is the output."""
+        return self.a1 * self.att_bin(self.conv(x)), self.a2 * self.att_res(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.a1 * self.att_bin(self.conv(x)) + self.a2 * self.att_res(x)
+        binary, skip = self.branches(x)
+        return binary + skip
 
 
 class BBCUBlock(nn.Sequential):

@@ -46,6 +46,7 @@ from binsr.viz.bbcu import (
     residual_placement_figure,
 )
 from binsr.viz.common import FIG_DPI, capture, image_to_tensor, new_figure, quick_mode, run_with_hooks
+from binsr.viz.propagation import initial_signals, initialisation_variants, propagation_figure
 from binsr.viz.rsign_rprelu import (
     correlation,
     fraction_positive,
