@@ -1,0 +1,66 @@
+"""`binsr bench --train`: training-step speed, eager vs torch.compile, full precision vs binary; ratios only.
+
+Every candidate is one optimizer step (forward, L1 loss, backward, Adam) of a 32 x 8 EDSR at the training
+recipe's batch (16 LR patches of 48 px, x2), one thread. Candidates run interleaved and keep the median of
+`repeats` steps (`binsr.bench.median_times`), after compiling and warming up, so compile time is not counted.
+Goals (issue 11): compiled >= 1.6x eager for the binary models; a compiled binary step <= 1.3x the FP step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from binsr.bench import median_times
+from binsr.models import create_model
+
+MODELS = {
+    "EDSR-FP": ("edsr-fp", {}),
+    "EDSR-BBCU": ("edsr-bbcu", {}),
+    "attentive (se)": ("edsr-proposed", {"att_bin": "se", "att_res": "se"}),
+}
+
+
+def training_step(name: str, kwargs: dict, compiled: bool, batch: int = 16, patch: int = 48) -> Callable[[], None]:
+    """One optimizer step of `create_model(name, scale=2, n_feats=32, n_blocks=8, **kwargs)` on a fixed batch."""
+    torch.manual_seed(0)
+    model = create_model(name, scale=2, n_feats=32, n_blocks=8, **kwargs).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    net = torch.compile(model) if compiled else model
+    lr, hr = torch.rand(batch, 3, patch, patch), torch.rand(batch, 3, 2 * patch, 2 * patch)
+
+    def step() -> None:
+        loss = F.l1_loss(net(lr), hr)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def train_speed_rows(repeats: int = 5) -> list[dict]:
+    """Per model: eager and compiled seconds per step (median, interleaved) and their ratios."""
+    torch.set_num_threads(1)
+    candidates = {}
+    for label, (name, kwargs) in MODELS.items():
+        for compiled in (False, True):
+            candidates[(label, compiled)] = training_step(name, kwargs, compiled)
+    times = median_times({f"{label}|{compiled}": step for (label, compiled), step in candidates.items()}, repeats)
+    fp_compiled = times["EDSR-FP|True"]
+    rows = []
+    for label in MODELS:
+        eager, compiled = times[f"{label}|False"], times[f"{label}|True"]
+        rows.append({"model": label, "eager_s": eager, "compiled_s": compiled, "compile_speedup": eager / compiled,
+                     "vs_fp_compiled": compiled / fp_compiled})  # fmt: skip
+    return rows
+
+
+def format_train_speed(rows: list[dict]) -> str:
+    """The table `binsr bench --train` prints: ratios, with the step times that make them."""
+    lines = ["model            compiled vs eager   step vs FP step (compiled)",]
+    for row in rows:
+        lines.append(f"{row['model']:<16} {row['compile_speedup']:>6.2f}x            {row['vs_fp_compiled']:>6.2f}x")
+    lines.append("(1 thread, batch 16 x 48 px, x2, 32 x 8; median of interleaved steps; goals: >= 1.6x, <= 1.3x)")
+    return "\n".join(lines)
