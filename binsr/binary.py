@@ -95,7 +95,7 @@ class _WeightSign(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         w, grad_scale = ctx.saved_tensors
-        scale = grad_scale.view(-1, *([1] * (w.dim() - 1)))
+        scale = grad_scale.view(-1, *([1] * (w.dim() - 1))) if w.dim() else grad_scale  # a 0-d w: one scale
         return grad_out * scale * (w.abs() <= 1).to(grad_out.dtype), None  # gradient of clamp(w, -1, 1)
 
 
@@ -103,7 +103,7 @@ def sign_weight(w: torch.Tensor, grad_scale: torch.Tensor | None = None) -> torc
     """sign(W) of eq. (6), +1 iff w > 0, with the straight-through gradient of clamp(W, -1, 1), multiplied per
     output channel by `grad_scale` (default 1)."""
     if grad_scale is None:
-        grad_scale = torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+        grad_scale = torch.ones(w.shape[:1], dtype=w.dtype, device=w.device)  # () for a single 0-d weight
     return _WeightSign.apply(w, grad_scale.detach())
 
 

@@ -69,6 +69,16 @@ def test_weight_sign_and_clamp_ste():
     assert w.grad.tolist() == [0.0, 2.0, 3.0, 4.0, 0.0]
 
 
+def test_weight_sign_of_a_single_0d_weight():
+    # notebook 04 walks one latent weight (a 0-d tensor) through the clamped STE
+    for value, grad in ((0.3, -2.0), (1.5, 0.0)):
+        w = torch.tensor(value, requires_grad=True)
+        out = sign_weight(w)
+        assert out.shape == () and out.item() == 1.0
+        out.backward(torch.tensor(-2.0))
+        assert w.grad.shape == () and w.grad.item() == grad
+
+
 def test_mean_abs_scale_is_l2_optimal():
     torch.manual_seed(0)
     w = torch.randn(3, 4, 3, 3, dtype=torch.float64)

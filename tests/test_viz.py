@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from torch import nn
 
 import binsr
@@ -34,8 +35,10 @@ def _check_figure(fig, n_axes):
     assert isinstance(fig, Figure)
     assert len(fig.axes) == n_axes
     width, height = fig.get_size_inches()
-    assert width <= 10 and height <= 4 and 72 <= fig.dpi <= 80
+    assert width <= viz.MAX_FIGSIZE[0] and height <= viz.MAX_FIGSIZE[1] and fig.dpi == viz.FIG_DPI
     fig.canvas.draw()  # renders headless without error
+    small = [t.get_text() for t in fig.findobj(Text) if t.get_text() and t.get_fontsize() < 11]
+    assert small == []  # readable from the back of the room (the series' style, binsr.viz.STYLE)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -101,7 +104,7 @@ def test_one_bit_image_thresholds_each_channel_at_its_mean():
 
 
 def test_sr_vs_classification_figure():
-    _check_figure(viz.sr_vs_classification_figure(_photo(), sigma=2.0), 4)
+    _check_figure(viz.sr_vs_classification_figure(_photo(), sigma=2.0), 4 + 1)  # and the error map's colour bar
 
 
 def test_cost_figure():

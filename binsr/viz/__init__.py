@@ -7,6 +7,10 @@ The notebooks wire them to `ipywidgets.interactive`; tests call them directly. O
 `training` 08, `side_by_side` 09 and `binsr demo`, `xnor_inference` 10; shared helpers in `common`), all
 re-exported here.
 
+Every figure function is decorated with `styled`: one style for the series (STYLE: FIG_DPI, fonts of at least
+11 pt, sized for a projector) and one colour per model family everywhere (`model_color`, MODEL_COLORS: bicubic
+grey, FP blue, BBCU orange, proposed green, HR black).
+
 Equation numbers refer to the library docstrings: (1)-(7) `binsr.binary`, (8), (12), (13) `binsr.blocks`,
 (14) `binsr.models`, (15), (16) `binsr.summary`.
 """
@@ -45,7 +49,21 @@ from binsr.viz.bbcu import (
     residual_placement,
     residual_placement_figure,
 )
-from binsr.viz.common import FIG_DPI, capture, image_to_tensor, new_figure, quick_mode, run_with_hooks
+from binsr.viz.common import (
+    FIG_DPI,
+    MAX_FIGSIZE,
+    MODEL_COLORS,
+    OTHER_COLOR,
+    STYLE,
+    capture,
+    image_to_tensor,
+    model_color,
+    model_family,
+    new_figure,
+    quick_mode,
+    run_with_hooks,
+    styled,
+)
 from binsr.viz.propagation import initial_signals, initialisation_variants, propagation_figure
 from binsr.viz.rsign_rprelu import (
     correlation,
@@ -63,6 +81,7 @@ from binsr.viz.side_by_side import (
     error_difference_figure,
     find_results,
     manifest_table,
+    model_diverging_cmap,
     paired_difference,
     paired_difference_figure,
     per_image_table,

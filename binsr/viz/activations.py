@@ -12,7 +12,7 @@ from torch import nn
 
 from binsr.binary import RPReLU, RSign
 from binsr.blocks import AttentiveBinaryUnit, ResBlock
-from binsr.viz.common import model_color, new_figure, run_with_hooks, sample_values
+from binsr.viz.common import model_color, new_figure, run_with_hooks, sample_values, styled
 
 
 def body_activations(model: nn.Module, image: np.ndarray | torch.Tensor, n_samples: int = 20000) -> list[dict]:
@@ -90,50 +90,58 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
+@styled
 def stream_figure(stats: dict[str, list[dict]]) -> Figure:
     """The std of the full-precision features entering each block (divided by k, eq. 14), one line per model."""
-    fig = new_figure(6.0, 3.0)
+    fig = new_figure(7.0, 3.8)
     ax = fig.subplots()
     for label, s in stats.items():
         ax.plot([b["input_std"] for b in s], "o-", color=model_color(label), label=label)
     ax.set_yscale("log")
     ax.set_xlabel("block")
-    ax.set_title("std of the full-precision features / k")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("std / k (log scale)")
+    ax.set_title("full-precision features entering each block")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: the lines fill the box
     return fig
 
 
+@styled
 def activation_figure(stats: dict[str, list[dict]], block: int = 0, unit: int = 0) -> Figure:
     """For `block` of each model in `stats` ({label: body_activations(...)}): the full-precision features
     entering it (divided by k), the RSign inputs x - t of unit `unit` with the surrogate window, and the
     fraction of +1 per channel (sorted)."""
-    fig = new_figure(10.0, 3.3)
+    fig = new_figure(10.0, 4.6)
     ax_x, ax_t, ax_p = fig.subplots(1, 3)
     for label, s in stats.items():
         color, b = model_color(label), s[block]
-        ax_x.hist(b["input"], bins=80, histtype="step", lw=1.5, color=color, label=f"{label}: std {b['input_std']:.3f}")
+        ax_x.hist(b["input"], bins=80, histtype="step", lw=2, color=color, label=f"{label}: {b['input_std']:.3f}")
         if b["rsign_in"]:
             u = unit % len(b["rsign_in"])
             d = np.clip(b["rsign_in"][u], -6, 6)
-            ax_t.hist(d, bins=np.linspace(-6, 6, 97), histtype="step", lw=1.5, color=color,
-                      label=f"{label}: {b['in_window'][u]:.0%} in window")  # fmt: skip
+            ax_t.hist(d, bins=np.linspace(-6, 6, 97), histtype="step", lw=2, color=color,
+                      label=f"{label}: {b['in_window'][u]:.0%}")  # fmt: skip
             p = np.sort(b["plus"][u])
-            ax_p.plot(np.arange(len(p)), p, "o-", ms=3, color=color, label=f"{label}: {dead_channels([b])[u]} const.")
+            ax_p.plot(np.arange(len(p)), p, "o-", ms=4, color=color, label=f"{label}: {dead_channels([b])[u]}")
     ax_x.set_yscale("log")
-    ax_x.set_title(f"block {block} input / k (full precision)")
-    ax_x.legend(fontsize=7)
+    ax_x.set_xlabel("feature value / k")
+    ax_x.set_ylabel("count (log scale)")
+    ax_x.set_title(f"block {block} input / k")
     ax_t.axvspan(-1, 1, color="grey", alpha=0.15)
     ax_t.set_yscale("log")
-    ax_t.set_title(f"RSign input x - t, unit {unit} (clipped to ±6)")
-    ax_t.legend(fontsize=7)
+    ax_t.set_xlabel("x - t (clipped to ±6)")
+    ax_t.set_title(f"RSign input, unit {unit}")
     ax_p.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax_p.set_ylim(-0.02, 1.02)
     ax_p.set_xlabel("channel (sorted)")
-    ax_p.set_title("fraction of +1 per channel")
-    ax_p.legend(fontsize=7)
+    ax_p.set_title("fraction of +1")
+    # Legends below the panels: inside they would hide the histograms' tails.
+    for ax, title in ((ax_x, "std"), (ax_t, "in window |x - t| < 1"), (ax_p, "constant channels")):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title=title, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return fig
 
 
+@styled
 def branch_stages_figure(stats: list[dict], block: int = 0, unit: int = 0, label: str = "") -> Figure:
     """One binary unit's branch: alpha conv(...) before RPReLU, after RPReLU (7), and after a1 Att_b (12)."""
     b = stats[block]
@@ -146,14 +154,17 @@ def branch_stages_figure(stats: list[dict], block: int = 0, unit: int = 0, label
     lo = min(float(np.quantile(v, 0.001)) for v in stages.values())
     hi = max(float(np.quantile(v, 0.999)) for v in stages.values())
     bins = np.linspace(lo, hi, 100)
-    fig = new_figure(7.0, 3.0)
+    fig = new_figure(8.0, 4.0)
     ax = fig.subplots()
-    for (name, v), color in zip(stages.items(), ("tab:gray", "tab:green", "tab:red"), strict=False):
-        ax.hist(np.clip(v, lo, hi), bins=bins, histtype="step", lw=1.5, color=color,
+    # Stages, not models: colours outside the model palette.
+    for (name, v), color in zip(stages.items(), ("black", "tab:purple", "tab:red"), strict=False):
+        ax.hist(np.clip(v, lo, hi), bins=bins, histtype="step", lw=2, color=color,
                 label=f"{name}: mean {v.mean():.3f}, std {v.std():.3f}")  # fmt: skip
     ax.set_yscale("log")
-    ax.set_title(f"{label} block {block} unit {u}: the binary branch stage by stage")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("binary-branch value")
+    ax.set_ylabel("count (log scale)")
+    ax.set_title(f"{label} block {block} unit {u}: the binary branch stage by stage".strip())
+    ax.legend()
     return fig
 
 
@@ -176,21 +187,25 @@ def ablated(
     return clone.eval()
 
 
+@styled
 def imbalance_figure(curves: dict[str, list[dict]]) -> Figure:
     """`plus_imbalance` and the in-window fraction per binary conv for each variant in {label: body_activations}."""
-    fig = new_figure(10.0, 3.2)
+    fig = new_figure(10.0, 3.2 + 0.3 * len(curves))
     ax_i, ax_w = fig.subplots(1, 2)
     styles = ("o-", "s--", "^:", "d-.")
     for (label, stats), style in zip(curves.items(), styles * 4, strict=False):
         imb = plus_imbalance(stats)
         window = [w for s in stats for w in s["in_window"]]
-        ax_i.plot(imb, style, ms=4, color=model_color(label), label=f"{label}: mean {imb.mean():.3f}")
-        ax_w.plot(window, style, ms=4, color=model_color(label), label=label)
-    ax_i.set_title("mean |fraction of +1 - 1/2| per binary conv")
+        ax_i.plot(imb, style, ms=5, color=model_color(label), label=f"{label}: mean {imb.mean():.3f}")
+        ax_w.plot(window, style, ms=5, color=model_color(label), label=label)
+    ax_i.set_ylabel("mean |fraction of +1 - 1/2|")
+    ax_i.set_title("imbalance of the binary maps")
     ax_i.set_ylim(0, 0.5)
-    ax_w.set_title("fraction of RSign inputs with |x - t| < 1")
+    ax_w.set_ylabel("fraction with |x - t| < 1")
+    ax_w.set_title("RSign inputs in the gradient window")
     ax_w.set_ylim(0, 1)
     for ax in (ax_i, ax_w):
         ax.set_xlabel("binary conv (block by block)")
-        ax.legend(fontsize=7)
+    # One legend for both panels, below them: the variants share their line styles.
+    ax_i.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncols=1)
     return fig

@@ -15,7 +15,7 @@ from binsr.attention import PixelAttention, SpatialAttention, SqueezeExcitation,
 from binsr.blocks import AttentiveBinaryUnit, BBCUUnit
 from binsr.metrics import rgb_to_y
 from binsr.viz.bbcu import block_summary
-from binsr.viz.common import QUANTIZED_CMAPS, new_figure, run_with_hooks, sample_tensor
+from binsr.viz.common import QUANTIZED_CMAPS, new_figure, run_with_hooks, sample_tensor, styled
 from binsr.viz.rsign_rprelu import correlation
 
 
@@ -193,20 +193,22 @@ def _draw_map(ax, fig, m: torch.Tensor | None, channel: int, title: str) -> None
         w = m.flatten().numpy()
         colors = ["tab:red" if c == channel % len(w) else "tab:gray" for c in range(len(w))]
         ax.bar(np.arange(len(w)), w, color=colors)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, max(1.0, float(w.max()) * 1.05))  # a "2sigmoid" gate reaches 2
         ax.set_xlabel("channel")
-        ax.set_title(f"{title}\nSE weights (mean {w.mean():.2f})")
+        ax.set_ylabel("weight")
+        ax.set_title(f"{title}, SE\nmean {w.mean():.2f}")
         return
     c = 0 if m.shape[0] == 1 else channel % m.shape[0]
     lo, hi = (float(v) for v in torch.quantile(m[c].flatten(), torch.tensor([0.01, 0.99])))
     hi = max(hi, lo + 1e-3)
     im = ax.imshow(m[c].numpy(), cmap=QUANTIZED_CMAPS["viridis"], interpolation="nearest", vmin=lo, vmax=hi)
-    which = "spatial map" if m.shape[0] == 1 else f"channel {c}"
+    which = "spatial" if m.shape[0] == 1 else f"ch. {c}"
     ax.set_title(f"{title}, {which}\nmean {float(m[c].mean()):.2f}")
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.7)
 
 
+@styled
 def attention_browser_figure(
     image: np.ndarray, signals: dict[str, dict], block: int = 0, unit: int = 0, channel: int = 0
 ) -> Figure:
@@ -215,19 +217,17 @@ def attention_browser_figure(
     share of the unit's output per pixel (`branch_share`)."""
     name = _unit_name(signals, block, unit)
     s = signals[name]
-    fig = new_figure(10.0, 2.9)
+    fig = new_figure(10.0, 3.3)
     ax_i, ax_b, ax_r, ax_s = fig.subplots(1, 4)
     ax_i.imshow(image)
-    ax_i.set_title(f"{name}\na1={s['a1']:.2f}, a2={s['a2']:.2f}")
+    ax_i.set_title(f"{name}\na1 = {s['a1']:.2f}, a2 = {s['a2']:.2f}")
     ax_i.set_axis_off()
     _draw_map(ax_b, fig, s["m_b"], channel, f"m_b ({s['kinds'][0]})")
     _draw_map(ax_r, fig, s["m_r"], channel, f"m_r ({s['kinds'][1]})")
     share = branch_share(s)
     top = max(float(share.max()), 1e-6)
     im = ax_s.imshow(share.numpy(), cmap=QUANTIZED_CMAPS["magma"], interpolation="nearest", vmin=0, vmax=top)
-    ax_s.set_title(
-        f"binary branch's share\n{float(share.mean()):.1%} (no att.: {float(branch_share(s, False).mean()):.1%})"
-    )
+    ax_s.set_title(f"binary share {float(share.mean()):.0%}\n(maps = 1: {float(branch_share(s, False).mean()):.0%})")
     ax_s.set_axis_off()
     fig.colorbar(im, ax=ax_s, shrink=0.7)
     return fig
@@ -243,48 +243,57 @@ def branch_scales(model: nn.Module) -> dict[str, np.ndarray]:
     }
 
 
+@styled
 def branch_scales_figure(model: nn.Module) -> Figure:
     """a1 and a2 per unit (left) and the balance a1 / a2 (right, bars from 1); both start at 1."""
     s = branch_scales(model)
     idx = np.arange(len(s["a1"]))
     labels = [n.removeprefix("body.") for n in s["names"]]
-    fig = new_figure(10.0, 3.2)
+    fig = new_figure(10.0, 4.2)
     ax_a, ax_r = fig.subplots(1, 2)
     ax_a.plot(idx, s["a1"], "o-", color="tab:red", label="a1 (binary branch)")
-    ax_a.plot(idx, s["a2"], "s-", color="tab:blue", label="a2 (residual)")
-    ax_a.axhline(1.0, color="grey", lw=0.8, ls=":", label="initial value")
+    ax_a.plot(idx, s["a2"], "s-", color="tab:purple", label="a2 (residual)")
+    ax_a.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax_a.set_ylabel("learned value")
     ax_a.set_title("learned scales of eq. (12)")
-    ax_a.legend(fontsize=7)
+    ax_a.legend()
     ratio = s["a1"] / s["a2"]
-    ax_r.bar(idx, ratio - 1, bottom=1, color=np.where(ratio >= 1, "tab:red", "tab:blue"))
+    ax_r.bar(idx, ratio - 1, bottom=1, color=np.where(ratio >= 1, "tab:red", "tab:purple"))
     ax_r.axhline(1.0, color="grey", lw=0.8)
-    ax_r.set_title("a1 / a2 (> 1: the binary branch is amplified)")
+    ax_r.set_ylabel("a1 / a2")
+    ax_r.set_title("balance (> 1: binary branch amplified)")
     for ax in (ax_a, ax_r):
-        ax.set_xticks(idx, labels, rotation=90, fontsize=7)
+        ax.set_xticks(idx, labels, rotation=90)
         ax.set_xlabel("unit (block.unit)")
     return fig
 
 
+@styled
 def gate_figure(rows: list[dict]) -> Figure:
     """From `gate_summary`: per unit, the mean of each attention map with its 10-90 % range (left), and the
     binary branch's share of the unit's output with vs without attention (right)."""
     idx = np.arange(len(rows))
     labels = [r["unit"].removeprefix("body.") for r in rows]
-    fig = new_figure(10.0, 3.3)
+    fig = new_figure(10.0, 4.2)
     ax_g, ax_s = fig.subplots(1, 2)
-    for shift, key, color, name in ((-0.15, "m_b", "tab:red", "binary branch"), (0.15, "m_r", "tab:blue", "residual")):
+    pairs = ((-0.15, "m_b", "tab:red", "binary branch"), (0.15, "m_r", "tab:purple", "residual"))
+    for shift, key, color, name in pairs:
         mean = np.array([r[f"{key}_mean"] for r in rows])
         spread = np.array([[m - r[f"{key}_p10"], r[f"{key}_p90"] - m] for m, r in zip(mean, rows, strict=True)]).T
-        ax_g.errorbar(idx + shift, mean, yerr=spread, fmt="o", ms=4, capsize=2, color=color, label=f"{key} ({name})")
-    ax_g.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax_g.set_ylim(0, 1.02)
-    ax_g.set_title("attention weights: mean and 10-90 % range")
-    ax_g.legend(fontsize=7)
+        ax_g.errorbar(idx + shift, mean, yerr=spread, fmt="o", ms=5, capsize=2, color=color, label=f"{key} ({name})")
+    top = max([1.0] + [r[f"{key}_p90"] for r in rows for key in ("m_b", "m_r")])
+    ax_g.axhline(0.5 if top <= 1.0 else 1.0, color="grey", lw=0.8, ls=":")  # sigmoid(0); 1 for a "2sigmoid" gate
+    ax_g.set_ylim(0, 1.05 * top)
+    ax_g.set_ylabel("map value")
+    ax_g.set_title("maps: mean and 10-90 % range")
+    ax_g.legend()
     ax_s.plot(idx, [r["share"] for r in rows], "o-", color="tab:red", label="with attention")
     ax_s.plot(idx, [r["share_without_attention"] for r in rows], "o--", color="grey", label="maps set to 1")
-    ax_s.set_title("binary branch's share of the unit output")
+    ax_s.set_ylabel("share of |unit output|")
+    ax_s.set_title("binary branch's share")
     ax_s.set_ylim(0, None)
-    ax_s.legend(fontsize=7)
+    ax_s.legend()
     for ax in (ax_g, ax_s):
-        ax.set_xticks(idx, labels, rotation=90, fontsize=7)
+        ax.set_xticks(idx, labels, rotation=90)
+        ax.set_xlabel("unit (block.unit)")
     return fig

@@ -1,9 +1,11 @@
-"""Shared helpers of the notebook figures: quick mode, figure size, image tensors, forward hooks, sampling."""
+"""Shared helpers of the notebook figures: quick mode, the series' figure style and model colours, image
+tensors, forward hooks, sampling."""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 
 import matplotlib
@@ -14,7 +16,69 @@ from torch import nn
 
 from binsr.data import to_tensor
 
-FIG_DPI = 75
+# One style for the whole series, sized to be read from the back of a room on a projector: at 100 dpi a
+# 10-inch figure is 1000 px wide (it fits a notebook column at 1280x720 without being scaled down), and 11-pt
+# ticks and legends are 15 px tall. Every figure function applies it through `styled`.
+FIG_DPI = 100
+MAX_FIGSIZE = (10.0, 5.0)  # inches: wider figures are scaled down by the notebook, shrinking their fonts
+STYLE: dict[str, object] = {
+    "font.size": 12,
+    "axes.titlesize": 13,
+    "axes.labelsize": 12,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "legend.fontsize": 11,
+    "legend.title_fontsize": 11,
+    "figure.titlesize": 14,
+    "lines.linewidth": 2.0,
+    "lines.markersize": 6.0,
+    "legend.framealpha": 0.85,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+}
+TICK_SIZE = STYLE["xtick.labelsize"]
+
+# One colour per model family in every notebook: the same model is the same colour in 06, 07, 08 and 09.
+MODEL_COLORS: dict[str, str] = {
+    "bicubic": "tab:gray",
+    "FP": "tab:blue",  # EDSR-FP and every full-precision net
+    "BBCU": "tab:orange",  # EDSR-BBCU, BBCU-L, BBCU-M
+    "proposed": "tab:green",  # the attentive binary net (12), every attention kind
+    "HR": "black",  # the ground truth
+}
+OTHER_COLOR = "tab:purple"  # a label of no known family (e.g. "yours"), distinct from all of the above
+# Words of a label that name a family ("EDSR-BBCU, thresholds = 0" -> BBCU); the first one found wins.
+_FAMILY_WORDS = {"bicubic": "bicubic", "fp": "FP", "bbcu": "BBCU", "proposed": "proposed", "attentive": "proposed",
+                 "hr": "HR"}  # fmt: skip
+
+
+def styled(make: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Decorator of every figure function: build the figure under STYLE, then pin the tick labels' size on each
+    axes (matplotlib creates most tick labels lazily when the figure is drawn, after the style is gone)."""
+
+    @functools.wraps(make)
+    def build(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(STYLE):
+            fig = make(*args, **kwargs)
+        for ax in fig.axes:
+            ax.tick_params(which="both", labelsize=TICK_SIZE)
+        return fig
+
+    return build
+
+
+def model_family(label: str) -> str | None:
+    """The MODEL_COLORS family a label names ("EDSR-FP" -> "FP", "proposed-se" -> "proposed"), or None."""
+    for word in re.split(r"[^a-z0-9]+", label.lower()):
+        if word in _FAMILY_WORDS:
+            return _FAMILY_WORDS[word]
+    return None
+
+
+def model_color(label: str) -> str:
+    """The colour of a model in every figure of the series (MODEL_COLORS by `model_family`; OTHER_COLOR if none)."""
+    family = model_family(label)
+    return OTHER_COLOR if family is None else MODEL_COLORS[family]
 
 
 def quick_mode() -> bool:
@@ -23,8 +87,9 @@ def quick_mode() -> bool:
 
 
 def new_figure(width: float = 9.0, height: float = 3.2) -> Figure:
-    """A pyplot-free figure at the notebooks' size and resolution (at most 10 x 4 inches, 75 dpi)."""
-    return Figure(figsize=(min(width, 10.0), min(height, 4.0)), dpi=FIG_DPI, layout="constrained")
+    """A pyplot-free figure at the notebooks' resolution (FIG_DPI), at most MAX_FIGSIZE inches."""
+    size = (min(width, MAX_FIGSIZE[0]), min(height, MAX_FIGSIZE[1]))
+    return Figure(figsize=size, dpi=FIG_DPI, layout="constrained")
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -72,17 +137,8 @@ def capture(model: nn.Module, image: np.ndarray | torch.Tensor, module_name: str
 
 # 24-level colour maps: noisy feature maps drawn with a continuous map make PNGs that do not compress.
 QUANTIZED_CMAPS = {
-    name: matplotlib.colormaps[name].resampled(24) for name in ("viridis", "magma", "inferno", "coolwarm")
+    name: matplotlib.colormaps[name].resampled(24) for name in ("viridis", "magma", "inferno")
 }
-_MODEL_COLORS = {"FP": "tab:blue", "BBCU": "tab:orange", "proposed": "tab:red", "bicubic": "tab:gray"}
-
-
-def model_color(label: str) -> str:
-    """A stable colour per model family, matched on the label's prefix (e.g. "proposed (no attention)")."""
-    for key, color in _MODEL_COLORS.items():
-        if label.lower().startswith(key.lower()):
-            return color
-    return "black"
 
 
 @functools.cache

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from binsr.models import PREPRINT_LITERAL, bbcu_k, create_model
 from binsr.propagation import BlockSignal, signal_propagation
-from binsr.viz.common import as_input, new_figure
+from binsr.viz.common import as_input, model_color, model_family, new_figure, styled
 
 
 def initialisation_variants(n_feats: int = 32, attention: str = "se") -> dict[str, tuple[str, dict]]:
@@ -40,18 +41,26 @@ def initial_signals(
     return signals
 
 
+@styled
 def propagation_figure(signals: dict[str, list[BlockSignal]]) -> Figure:
-    """Left: cosine (17) between the body's input and each block's output; right: branch / skip amplitude (18)."""
-    fig = new_figure(10, 3.8)
+    """Left: cosine (17) between the body's input and each block's output; right: branch / skip amplitude (18).
+    Colour = model family (`model_color`), line style = variant within the family."""
+    fig = new_figure(10, 4.4)
     ax_cos, ax_ratio = fig.subplots(1, 2)
-    for i, (label, rows) in enumerate(signals.items()):
+    styles = ("o-", "s--", "^:", "D-.")  # dashed lines stay visible where two variants coincide
+    seen: dict[str | None, int] = {}
+    for label, rows in signals.items():
+        family = model_family(label)
+        style = styles[seen.get(family, 0) % len(styles)]
+        seen[family] = seen.get(family, 0) + 1
         blocks = [r.block for r in rows]
-        style = "o-" if i % 2 == 0 else "s--"  # dashed lines stay visible where two variants coincide
-        ax_cos.plot(blocks, [r.cosine for r in rows], style, label=label)
-        ax_ratio.semilogy(blocks, [r.branch_ratio for r in rows], style, label=label)
+        ax_cos.plot(blocks, [r.cosine for r in rows], style, color=model_color(label), label=label)
+        ax_ratio.semilogy(blocks, [r.branch_ratio for r in rows], style, color=model_color(label), label=label)
     ax_cos.set(xlabel="block", ylabel="cos(body input, block output)", ylim=(-0.2, 1.05),
                title="(17) does the input's signal survive?")  # fmt: skip
     ax_cos.axhline(0, color="grey", lw=0.8)
-    ax_ratio.set(xlabel="block", ylabel="|branch| / |skip|", title="(18) branch vs skip amplitude")
-    ax_ratio.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax_ratio.set(xlabel="block", ylabel="|branch| / |skip| (log scale)", title="(18) branch vs skip amplitude")
+    for ax in (ax_cos, ax_ratio):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks are counted, not measured
+    fig.legend(*ax_cos.get_legend_handles_labels(), loc="outside lower center", ncols=2)  # below both panels
     return fig

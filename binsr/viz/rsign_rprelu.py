@@ -7,7 +7,7 @@ import torch
 from matplotlib.figure import Figure
 
 from binsr.binary import RPReLU, RSign
-from binsr.viz.common import new_figure
+from binsr.viz.common import new_figure, styled
 
 
 def rsign_apply(features: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
@@ -27,21 +27,24 @@ def fraction_positive(features: torch.Tensor, threshold: float | torch.Tensor) -
     return (b > 0).float().mean(dim=dims).numpy()
 
 
+@styled
 def rsign_figure(features: torch.Tensor, threshold: float = 0.0, channel: int = 0) -> Figure:
     """Histogram of one channel with the threshold, its binary map b = RSign(x), and the +1 fraction per channel."""
     x = features[channel]
     b = rsign_apply(features, threshold)[channel]
     frac = fraction_positive(features, threshold)
-    fig = new_figure(10.0, 3.3)
-    ax_h, ax_x, ax_b, ax_f = fig.subplots(1, 4, width_ratios=[1.2, 1, 1, 1.2])
+    fig = new_figure(10.0, 3.6)
+    ax_h, ax_x, ax_b, ax_f = fig.subplots(1, 4, width_ratios=[1.1, 1.2, 1.2, 1.0])
     ax_h.hist(x.flatten().numpy(), bins=60, color="tab:blue")
     ax_h.axvline(threshold, color="tab:red", lw=2, label=f"t = {threshold:.3g}")
     ax_h.set_title(f"channel {channel}: x_k")
-    ax_h.legend(fontsize=7)
+    ax_h.set_xlabel("feature value")
+    ax_h.set_ylabel("pixels")
+    ax_h.legend()
     ax_x.imshow(x.numpy(), cmap="gray")
     ax_x.set_title("feature map")
     ax_b.imshow(b.numpy(), cmap="gray", vmin=-1, vmax=1)
-    ax_b.set_title(f"sign(x - t): {frac[channel]:.0%} are +1")
+    ax_b.set_title(f"sign(x - t):\n{frac[channel]:.0%} are +1")
     for ax in (ax_x, ax_b):
         ax.set_axis_off()
     colors = ["tab:red" if c == channel else "tab:gray" for c in range(len(frac))]
@@ -49,7 +52,7 @@ def rsign_figure(features: torch.Tensor, threshold: float = 0.0, channel: int = 
     ax_f.axhline(0.5, color="black", lw=0.5, ls=":")
     ax_f.set_ylim(0, 1)
     ax_f.set_xlabel("channel")
-    ax_f.set_title("fraction of +1 per channel")
+    ax_f.set_title("fraction of +1\nper channel")
     return fig
 
 
@@ -71,13 +74,14 @@ def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
 
 
+@styled
 def thermometer_figure(x: torch.Tensor, levels: int = 4, shared: bool = False) -> Figure:
     """The map `x` (H, W), and its thermometer code with `levels` thresholds at evenly spaced quantiles
     (or all at 0 when `shared`), with the correlation between the two."""
     q = torch.linspace(0, 1, levels + 2)[1:-1]
     thresholds = torch.zeros(levels) if shared else torch.quantile(x.flatten(), q)
     code = thermometer(x, thresholds)
-    fig = new_figure(7.0, 3.3)
+    fig = new_figure(7.0, 3.6)
     ax_x, ax_c = fig.subplots(1, 2)
     ax_x.imshow(x.numpy(), cmap="gray")
     ax_x.set_title("feature map x")
@@ -101,25 +105,27 @@ def rprelu_apply(x: torch.Tensor, gamma: float, beta: float, zeta: float) -> tor
         return act(x4).reshape(shape)
 
 
+@styled
 def rprelu_figure(
     gamma: float = 0.0, beta: float = 0.25, zeta: float = 0.0, values: torch.Tensor | None = None
 ) -> Figure:
     """Left: RPReLU (7) as a function with its pivot (gamma, zeta). Right: the distribution of `values` before/after."""
     ncols = 1 if values is None else 2
-    fig = new_figure(4.8 * ncols, 3.3)
+    fig = new_figure(5.0 * ncols, 3.8)
     axes = np.atleast_1d(fig.subplots(1, ncols))
     span = 3.0 if values is None else float(values.abs().quantile(0.99)) * 1.2 + abs(gamma)
     x = torch.linspace(-span, span, 401)
     ax = axes[0]
     ax.plot(x, x, color="grey", lw=0.8, ls=":", label="identity")
-    ax.plot(x, rprelu_apply(x, 0.0, 0.25, 0.0), color="tab:gray", lw=1, label="PReLU, beta=0.25")
+    ax.plot(x, rprelu_apply(x, 0.0, 0.25, 0.0), color="tab:gray", lw=1, label="PReLU, β = 0.25")
     ax.plot(x, rprelu_apply(x, gamma, beta, zeta), color="tab:red", lw=2.5, label="RPReLU")
     ax.plot([gamma], [zeta], "o", color="tab:red")
     ax.axhline(0, color="grey", lw=0.5)
     ax.axvline(0, color="grey", lw=0.5)
-    ax.set_title(f"gamma={gamma:.2g}, beta={beta:.2g}, zeta={zeta:.2g}")
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_xlabel("x")
+    ax.set_title(f"γ = {gamma:.2g}, β = {beta:.2g}, ζ = {zeta:.2g}")
+    ax.legend(loc="upper left")
+    ax.set_xlabel("input x")
+    ax.set_ylabel("output")
     if values is not None:
         v = values.flatten()
         out = rprelu_apply(v, gamma, beta, zeta)
@@ -129,5 +135,7 @@ def rprelu_figure(
         axes[1].hist(v.numpy(), bins=bins, alpha=0.5, color="tab:blue", label=f"input, mean {float(v.mean()):.2f}")
         axes[1].hist(out.numpy(), bins=bins, alpha=0.5, color="tab:red", label=f"RPReLU, mean {float(out.mean()):.2f}")
         axes[1].set_title("activation distribution")
-        axes[1].legend(fontsize=7)
+        axes[1].set_xlabel("activation value")
+        axes[1].set_ylabel("count")
+        axes[1].legend(loc="upper right")  # the inputs' right tail is low: the corner is free
     return fig

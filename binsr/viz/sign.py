@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from binsr.binary import SIGN_BACKWARDS, binary_sign, sign_derivative
-from binsr.viz.common import new_figure
+from binsr.viz.common import new_figure, styled
 
 _BACKWARD_COLORS = {"identity": "tab:green", "clipped": "tab:orange", "approx": "tab:red"}
 _BACKWARD_LABELS = {"identity": "identity STE (4)", "clipped": "clipped STE (2)", "approx": "ApproxSign (3)"}
@@ -38,24 +38,27 @@ def autograd_sign_gradient(x: torch.Tensor, backward: str) -> torch.Tensor:
     return x.grad
 
 
+@styled
 def sign_backward_figure(x_max: float = 2.0, backwards: tuple[str, ...] = SIGN_BACKWARDS) -> Figure:
     """Forward sign (1) with each surrogate's smooth stand-in, and their derivatives (2)-(4) on [-x_max, x_max]."""
     x = torch.linspace(-x_max, x_max, 801)
-    fig = new_figure(9.5, 3.4)
+    fig = new_figure(10.0, 4.0)
     ax_f, ax_g = fig.subplots(1, 2)
     ax_f.plot(x, binary_sign(x), color="black", lw=2.5, label="sign(x) (1)")
     for b in backwards:
         ax_f.plot(x, surrogate_forward(x, b), color=_BACKWARD_COLORS[b], ls="--", label=_BACKWARD_LABELS[b])
         ax_g.plot(x, sign_derivative(x, b), color=_BACKWARD_COLORS[b], lw=2, label=_BACKWARD_LABELS[b])
     ax_f.set_ylim(-max(1.6, min(x_max, 4.0)), max(1.6, min(x_max, 4.0)))
-    ax_f.set_title("forward: sign (1) and each surrogate's stand-in")
+    ax_f.set_title("forward: sign (1) and\neach surrogate's stand-in")
+    ax_f.set_ylabel("output")
     ax_g.set_title("backward: surrogate d sign/dx")
+    ax_g.set_ylabel("gradient")
     ax_g.set_ylim(-0.1, 2.2)
     for ax in (ax_f, ax_g):
         ax.axvline(0, color="grey", lw=0.5)
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xlabel("x")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_xlabel("input x")
+    ax_f.legend(loc="upper left")  # one legend: both panels share the colours
     return fig
 
 
@@ -112,12 +115,13 @@ def threshold_descent(
     return {"t": np.array(ts), "loss": np.array(losses)}
 
 
+@styled
 def gradient_mismatch_figure(
     t0: float = 2.5, lr: float = 0.5, target: float = 0.0, steps: int = 60, n: int = 4000
 ) -> Figure:
     """Left: true vs surrogate gradient of the toy loss over t. Right: descent trajectories from t0."""
     ts = np.linspace(-3.0, 3.0, 61)
-    fig = new_figure(10.0, 3.4)
+    fig = new_figure(10.0, 4.0)
     ax_g, ax_t = fig.subplots(1, 2)
     ax_g.plot(ts, [threshold_true_gradient(t, target) for t in ts], color="black", lw=2.5, label="true dL/dt")
     for b in SIGN_BACKWARDS:
@@ -127,11 +131,12 @@ def gradient_mismatch_figure(
         ax_t.plot(run["t"], color=_BACKWARD_COLORS[b], label=f"{b}: t={round(run['t'][-1], 2) + 0.0:.2f}")
     ax_g.axvline(target, color="grey", lw=0.5)
     ax_g.set_xlabel("threshold t")
-    ax_g.set_title(f"gradient of the loss (target t*={target:g})")
-    ax_g.legend(fontsize=7)
+    ax_g.set_ylabel("dL/dt")
+    ax_g.set_title(f"gradient of the loss (target t* = {target:g})")
+    ax_g.legend()
     ax_t.axhline(target, color="black", lw=1, ls=":", label="t*")
-    ax_t.set_xlabel("step")
-    ax_t.set_ylabel("t")
-    ax_t.set_title(f"gradient descent from t0={t0:g}, lr={lr:g}")
-    ax_t.legend(fontsize=7)
+    ax_t.set_xlabel("gradient-descent step")
+    ax_t.set_ylabel("threshold t")
+    ax_t.set_title(f"descent from t0 = {t0:g}, lr = {lr:g}")
+    ax_t.legend(title="t after the last step")
     return fig

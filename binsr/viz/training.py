@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from binsr.models import model_arguments
 from binsr.train import TrainConfig, train
-from binsr.viz.common import model_color, new_figure
+from binsr.viz.common import model_color, new_figure, styled
 
 BLOCK_CHOICES: tuple[str, ...] = ("FP", "BBCU", "proposed")
 
@@ -58,27 +58,34 @@ class TrainingLog:
             self.on_update(self)
 
 
-def training_figure(log: TrainingLog, references: dict[str, float] | None = None, total: int | None = None) -> Figure:
+@styled
+def training_figure(
+    log: TrainingLog, references: dict[str, float] | None = None, total: int | None = None, run_label: str = "this run"
+) -> Figure:
     """L1 loss per step (left) and validation PSNR (right) from a `TrainingLog`, with horizontal lines for
-    `references` ({label: PSNR in dB}, e.g. bicubic and the shipped checkpoint)."""
+    `references` ({label: PSNR in dB}, e.g. bicubic and the shipped checkpoint). `run_label` names the run in
+    the legend and picks its colour (`model_color`: pass the block, e.g. "BBCU", to draw it in BBCU's colour)."""
     total = total or log.total or (log.steps[-1] if log.steps else 1)
-    fig = new_figure(10.0, 3.2)
+    fig = new_figure(10.0, 4.0)
     ax_l, ax_p = fig.subplots(1, 2)
     if log.steps:
-        ax_l.plot(log.steps, log.loss, color="black", lw=1)
+        ax_l.plot(log.steps, log.loss, color="black", lw=1.5)
         ax_l.set_yscale("log")
     ax_l.set_xlim(0, total)
-    ax_l.set_xlabel("step")
-    ax_l.set_title(f"L1 training loss (step {log.steps[-1] if log.steps else 0}/{total})")
+    ax_l.set_xlabel("training step")
+    ax_l.set_ylabel("L1 loss (log scale)" if log.steps else "L1 loss")
+    ax_l.set_title(f"training loss (step {log.steps[-1] if log.steps else 0}/{total})")
     for (label, value), ls in zip((references or {}).items(), ("--", ":", "-."), strict=False):
         ax_p.axhline(value, color=model_color(label), ls=ls, label=f"{label}: {value:.2f} dB")
     if log.val_psnr:
-        ax_p.plot(log.val_steps, log.val_psnr, "o-", color="tab:green", label=f"this run: {log.val_psnr[-1]:.2f} dB")
+        color = model_color(run_label)
+        ax_p.plot(log.val_steps, log.val_psnr, "o-", color=color, label=f"{run_label}: {log.val_psnr[-1]:.2f} dB")
     ax_p.set_xlim(0, total)
-    ax_p.set_xlabel("step")
-    ax_p.set_title("validation PSNR (Y)")
-    if ax_p.get_legend_handles_labels()[0]:
-        ax_p.legend(fontsize=7)
+    ax_p.set_xlabel("training step")
+    ax_p.set_ylabel("PSNR on Y (dB)")
+    ax_p.set_title("validation PSNR")
+    if ax_p.get_legend_handles_labels()[0]:  # below the panels: the curve climbs through any corner
+        fig.legend(*ax_p.get_legend_handles_labels(), loc="outside lower center", ncols=3)
     return fig
 
 

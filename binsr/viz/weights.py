@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from binsr.binary import BinaryConv2d, sign_weight
-from binsr.viz.common import image_to_tensor, new_figure
+from binsr.viz.common import image_to_tensor, new_figure, styled
 
 
 def binarization_error(w: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
@@ -26,6 +26,7 @@ def alpha_error_curve(w: torch.Tensor, alphas: np.ndarray | torch.Tensor) -> np.
     return ((flat.view(1, -1) - a * sign_weight(flat).view(1, -1)) ** 2).sum(dim=1).numpy()
 
 
+@styled
 def alpha_error_figure(w: torch.Tensor, alpha: float | None = None) -> Figure:
     """Left: latent weights vs alpha*sign(W). Right: ||W - alpha sign W||^2 over alpha, minimum at mean|W|."""
     flat = w.detach().flatten()
@@ -33,20 +34,22 @@ def alpha_error_figure(w: torch.Tensor, alpha: float | None = None) -> Figure:
     alpha = best if alpha is None else float(alpha)
     alphas = np.linspace(0.0, 2.5 * best, 201)
     errors = alpha_error_curve(flat, alphas)
-    fig = new_figure(9.5, 3.3)
+    fig = new_figure(10.0, 3.8)
     ax_w, ax_e = fig.subplots(1, 2)
     order = torch.argsort(flat)
     ax_w.plot(flat[order].numpy(), color="tab:blue", label="latent W (sorted)")
-    ax_w.plot((alpha * sign_weight(flat[order])).numpy(), color="tab:red", label=f"alpha*sign(W), alpha={alpha:.3g}")
+    ax_w.plot((alpha * sign_weight(flat[order])).numpy(), color="tab:red", label=f"α sign(W), α = {alpha:.3g}")
     ax_w.set_xlabel("weight index (sorted)")
+    ax_w.set_ylabel("weight value")
     ax_w.set_title("latent vs binary weights")
-    ax_w.legend(fontsize=7)
+    ax_w.legend()
     ax_e.plot(alphas, errors, color="black")
-    ax_e.axvline(best, color="tab:green", ls="--", label=f"mean|W| = {best:.3g}")
-    ax_e.plot([alpha], [alpha_error_curve(flat, [alpha])[0]], "o", color="tab:red", label="current alpha")
-    ax_e.set_xlabel("alpha")
-    ax_e.set_title("||W - alpha sign W||^2")
-    ax_e.legend(fontsize=7)
+    ax_e.axvline(best, color="tab:purple", ls="--", label=f"mean|W| = {best:.3g}")
+    ax_e.plot([alpha], [alpha_error_curve(flat, [alpha])[0]], "o", color="tab:red", label="current α")
+    ax_e.set_xlabel("scale α")
+    ax_e.set_ylabel("squared error")
+    ax_e.set_title("||W - α sign W||²")
+    ax_e.legend()
     return fig
 
 
@@ -91,20 +94,24 @@ def train_and_track(
     return {k: np.array(v) for k, v in record.items()}
 
 
+@styled
 def flips_figure(record: dict[str, np.ndarray]) -> Figure:
     """Loss and latent-weight sign flips per step from `train_and_track`."""
-    fig = new_figure(9.5, 3.2)
+    fig = new_figure(10.0, 3.6)
     ax_l, ax_f = fig.subplots(1, 2)
     steps = np.arange(1, len(record["loss"]) + 1)
     ax_l.plot(steps, record["loss"], color="black")
-    ax_l.set_xlabel("step")
-    ax_l.set_title("L1 loss")
-    ax_f.bar(steps, record["flips"], color="tab:orange")
-    ax_f.set_xlabel("step")
+    ax_l.set_xlabel("training step")
+    ax_l.set_ylabel("L1 loss (pixel values in [0, 1])")
+    ax_l.set_title("loss")
+    ax_f.bar(steps, record["flips"], color="tab:purple")
+    ax_f.set_xlabel("training step")
+    ax_f.set_ylabel("latent weights flipped")
     ax_f.set_title(f"sign flips per step (total {int(record['flips'].sum()):,})")
     return fig
 
 
+@styled
 def alpha_comparison_figure(model: nn.Module) -> Figure:
     """Per output channel of every BinaryConv2d: the alpha in use vs mean|W_l|, and the reconstruction error
     ||W_l - alpha_l sign W_l||^2 with each."""
@@ -118,20 +125,20 @@ def alpha_comparison_figure(model: nn.Module) -> Figure:
         err_mean.append(binarization_error(conv.weight, m))
     a, m = torch.cat(alphas).numpy(), torch.cat(means).numpy()
     ea, em = torch.cat(err_alpha).numpy(), torch.cat(err_mean).numpy()
-    fig = new_figure(9.5, 3.3)
+    fig = new_figure(10.0, 4.0)
     ax_a, ax_e = fig.subplots(1, 2)
-    ax_a.scatter(m, a, s=8, color="tab:red")
+    ax_a.scatter(m, a, s=14, color="tab:red")
     lim = [0, max(m.max(), a.max()) * 1.05]
     ax_a.plot(lim, lim, color="grey", lw=0.8, ls=":")
     ax_a.set_xlabel("mean|W_l|")
-    ax_a.set_ylabel("alpha_l in use")
-    ax_a.set_title("alpha per output channel")
-    ax_e.scatter(em, ea, s=8, color="tab:purple")
+    ax_a.set_ylabel("α_l in use")
+    ax_a.set_title("α per output channel")
+    ax_e.scatter(em, ea, s=14, color="tab:purple")
     lim = [min(em.min(), ea.min()) * 0.95, max(em.max(), ea.max()) * 1.05]
     ax_e.plot(lim, lim, color="grey", lw=0.8, ls=":")
-    ax_e.set_xlabel("error with alpha = mean|W_l|")
-    ax_e.set_ylabel("error with alpha in use")
-    ax_e.set_title(f"||W - alpha sign W||^2: {ea.sum() / em.sum():.3f}x the optimum")
+    ax_e.set_xlabel("error with α = mean|W_l|")
+    ax_e.set_ylabel("error with α in use")
+    ax_e.set_title(f"||W_l - α sign W_l||²: {ea.sum() / em.sum():.3f}× the optimum")
     return fig
 
 
@@ -157,6 +164,7 @@ def latent_walk(
     return np.array(path)
 
 
+@styled
 def latent_walk_figure(up_steps: int = 40, down_steps: int = 40, lr: float = 0.05, w0: float = 0.1) -> Figure:
     """One latent weight pushed up for `up_steps` then down for `down_steps`, under three update rules."""
     pushes = np.r_[np.ones(up_steps), -np.ones(down_steps)]
@@ -165,7 +173,7 @@ def latent_walk_figure(up_steps: int = 40, down_steps: int = 40, lr: float = 0.0
         "clamped STE (binsr, eq. 6)": dict(clamp=True),
         "clamped STE + clip W to [-1, 1]": dict(clamp=True, clip_weight=True),
     }
-    fig = new_figure(9.5, 3.3)
+    fig = new_figure(10.0, 4.0)
     ax = fig.subplots()
     for (name, kw), color in zip(rules.items(), ("tab:green", "tab:red", "tab:blue"), strict=True):
         path = latent_walk(pushes, lr, w0, **kw)
@@ -174,8 +182,8 @@ def latent_walk_figure(up_steps: int = 40, down_steps: int = 40, lr: float = 0.0
     ax.axhspan(1, ax.get_ylim()[1], color="grey", alpha=0.15)
     ax.axhline(0, color="black", lw=0.5)
     ax.axvline(up_steps, color="grey", ls=":", lw=1)
-    ax.set_xlabel("step (the push reverses at the dotted line)")
-    ax.set_ylabel("latent w")
+    ax.set_xlabel("SGD step (the push reverses at the dotted line)")
+    ax.set_ylabel("latent weight w")
     ax.set_title("|w| > 1 (shaded): the clamped STE passes no gradient")
-    ax.legend(fontsize=8)
+    ax.legend(loc="lower left")
     return fig

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from binsr.metrics import psnr_y
-from binsr.viz.common import new_figure
+from binsr.viz.common import model_color, model_family, new_figure, styled
 
 
 def psnr_of_noise(sigma: float) -> float:
@@ -30,6 +31,7 @@ def one_bit_image(image: np.ndarray) -> np.ndarray:
     return np.where(bits, 255, 0).astype(np.uint8)
 
 
+@styled
 def sr_vs_classification_figure(image: np.ndarray, sigma: float = 3.0, label: str = "cat", seed: int = 0) -> Figure:
     """Why SR is harder than classification: the 1-bit image (still recognisable), and faint noise everywhere.
 
@@ -38,45 +40,56 @@ def sr_vs_classification_figure(image: np.ndarray, sigma: float = 3.0, label: st
     """
     noisy = add_noise(image, sigma, seed)
     diff = np.abs(noisy.astype(np.float64) - image.astype(np.float64)).mean(axis=2)
-    fig = new_figure(10.0, 3.4)
+    fig = new_figure(10.0, 2.9)
     axes = fig.subplots(1, 4)
     axes[0].imshow(image)
-    axes[0].set_title("original (8 bits/channel)")
+    axes[0].set_title("original\n8 bits/channel")
     axes[1].imshow(one_bit_image(image))
-    axes[1].set_title(f"1 bit/channel:\na classifier still says '{label}'")
+    axes[1].set_title(f"1 bit/channel: still\na '{label}' to a classifier")
     axes[2].imshow(noisy)
-    axes[2].set_title(f"noise sigma={sigma:g} grey levels\nPSNR(Y) {psnr_y(noisy, image, 0):.2f} dB")
-    axes[3].imshow(diff, cmap="magma", vmin=0, vmax=max(3 * sigma, 1e-6))
-    axes[3].set_title("|error|: small, but everywhere")
+    axes[2].set_title(f"noise σ = {sigma:g} grey levels\nPSNR(Y) {psnr_y(noisy, image, 0):.2f} dB")
+    im = axes[3].imshow(diff, cmap="magma", vmin=0, vmax=max(3 * sigma, 1e-6))
+    axes[3].set_title("|error| (grey levels):\nsmall, but everywhere")
+    fig.colorbar(im, ax=axes[3], shrink=0.75)
     for ax in axes:
         ax.set_axis_off()
     return fig
 
 
+@styled
 def cost_figure(summaries: dict) -> Figure:
-    """Stacked bars of FLOPs and BOPs/64 (eq. 15) and bars of Params (eq. 16) for `{name: ModelSummary}`."""
+    """Stacked bars of FLOPs and BOPs/64 (eq. 15) and bars of Params (eq. 16) for `{name: ModelSummary}`; each
+    name is written in its model's colour (`model_color`)."""
     names = list(summaries)
     flops = np.array([summaries[n].flops for n in names]) / 1e9
     bops64 = np.array([summaries[n].bops / 64 for n in names]) / 1e9
     params = np.array([summaries[n].params for n in names]) / 1e3
-    fig = new_figure(10.0, 3.4)
-    ax_ops, ax_par = fig.subplots(1, 2)
+    fig = new_figure(10.0, 2.0 + 0.4 * len(names))
+    ax_ops, ax_par = fig.subplots(1, 2, sharey=True)
     pos = np.arange(len(names))
-    ax_ops.barh(pos, flops, color="tab:blue", label="FLOPs")
-    ax_ops.barh(pos, bops64, left=flops, color="tab:orange", label="BOPs / 64")
+    # Grey levels, not colours, tell full-precision from binary operations: colour is reserved for the models.
+    ax_ops.barh(pos, flops, color="lightgrey", edgecolor="black", label="FLOPs (full precision)")
+    ax_ops.barh(pos, bops64, left=flops, color="black", edgecolor="black", label="BOPs / 64 (binary)")
     ax_ops.set_xscale("log")
-    ax_ops.set_xlabel("G OPs (log scale)")
+    ax_ops.set_xlabel("OPs at 320×180 input (G, log scale)")
     ax_ops.set_title("OPs = FLOPs + BOPs/64  (15)")
-    ax_ops.legend(loc="lower right", fontsize=8)
-    ax_par.barh(pos, params, color="tab:purple")
+    fig.legend(loc="outside lower center", ncols=2)  # below: inside, it would hide a bar or a number
+    ax_par.barh(pos, params, color="grey")
     ax_par.set_xscale("log")
-    ax_par.set_xlabel("K params (log scale)")
+    ax_par.set_xlabel("parameters (K, log scale)")
     ax_par.set_title("Params = FP + binary/32  (16)")
-    for ax in (ax_ops, ax_par):
-        ax.set_yticks(pos, names)
-        ax.invert_yaxis()
-    for p, v in zip(pos, flops + bops64, strict=True):
-        ax_ops.text(v, p, f" {v:.2f}", va="center", fontsize=8)
-    for p, v in zip(pos, params, strict=True):
-        ax_par.text(v, p, f" {v:.1f}", va="center", fontsize=8)
+    ax_ops.set_yticks(pos, names)
+    ax_ops.invert_yaxis()
+    for tick, name in zip(ax_ops.get_yticklabels(), names, strict=True):
+        if model_family(name) is not None:
+            tick.set_color(model_color(name))
+    for ax, values, fmt in ((ax_ops, flops + bops64, "{:.2f}"), (ax_par, params, "{:.1f}")):
+        for p, v in zip(pos, values, strict=True):
+            ax.text(v, p, " " + fmt.format(v), va="center")
+        # Left: below the smallest part, so that no bar starts outside the axes; right: room for the numbers.
+        parts = (*flops, *bops64) if ax is ax_ops else params
+        smallest = min((x for x in parts if x > 0), default=1.0)
+        ax.set_xlim(smallest / 2, max(values) * 4)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels overlap at projector font sizes
     return fig

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from binsr.binary import BinaryConv2d
-from binsr.viz.common import new_figure, run_with_hooks
+from binsr.viz.common import model_color, new_figure, run_with_hooks, styled
 from binsr.viz.weights import binary_convs
 
 
@@ -35,24 +35,25 @@ def word_bits(word: int | np.integer, channels: int = 64) -> str:
     return "".join("+" if (int(word) >> b) & 1 else "-" for b in range(channels))
 
 
+@styled
 def bit_layout_figure(conv: BinaryConv2d, packed, out_channel: int = 0) -> Figure:
     """Left: sign(W) of one output channel of `conv` as taps x input channels. Middle: the same bits decoded from
     the packed words (`weight_bits`). Right: where they differ (nowhere, if the packing is right)."""
     w = (conv.weight.detach()[out_channel] > 0).numpy()  # (C, k, k)
     signs = w.reshape(w.shape[0], -1).T  # (k*k, C)
     bits = weight_bits(packed, out_channel)
-    fig = new_figure(10.0, 2.6)
-    axes = fig.subplots(1, 3)
+    fig = new_figure(10.0, 3.8)
+    axes = fig.subplots(1, 3, sharey=True)
     k = conv.kernel_size
-    for ax, image, title in (
-        (axes[0], signs, f"sign W[{out_channel}] > 0 (float weights)"),
-        (axes[1], bits, "bits decoded from the uint64 words"),
-        (axes[2], signs != bits, f"differences: {int((signs != bits).sum())}"),
+    for ax, image, title, cmap in (
+        (axes[0], signs, f"sign W[{out_channel}] > 0\n(float weights)", "gray"),
+        (axes[1], bits, "bits decoded from\nthe uint64 words", "gray"),
+        (axes[2], signs != bits, f"differences: {int((signs != bits).sum())}", "Reds"),  # white where equal
     ):
-        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
-        ax.set_yticks(range(k * k), [f"({dy},{dx})" for dy in range(k) for dx in range(k)], fontsize=6)
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
         ax.set_xlabel("input channel")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
+    axes[0].set_yticks(range(k * k), [f"({dy},{dx})" for dy in range(k) for dx in range(k)])
     axes[0].set_ylabel("tap (dy, dx)")
     return fig
 
@@ -86,41 +87,48 @@ def accumulator_check(model: nn.Module, image: np.ndarray | torch.Tensor) -> lis
     return rows
 
 
+@styled
 def size_figure(sizes: dict[str, dict[str, int]]) -> Figure:
-    """Horizontal bars of storage in KiB for {model: {what: bytes}} (e.g. float32 checkpoint vs packed file)."""
-    fig = new_figure(9.0, 2.4 + 0.25 * sum(len(v) for v in sizes.values()))
+    """Horizontal bars of storage in KiB for {model: {what: bytes}} (e.g. float32 checkpoint vs packed file), in
+    each model's colour (`model_color`); entries about float32 storage are hatched."""
+    fig = new_figure(10.0, 1.4 + 0.4 * sum(len(v) for v in sizes.values()))
     ax = fig.subplots()
-    labels, values, colors = [], [], []
-    palette = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple")
+    labels, values, colors, hatches = [], [], [], []
     for model, entries in sizes.items():
-        for (what, size), color in zip(entries.items(), palette, strict=False):
+        for what, size in entries.items():
             labels.append(f"{model}: {what}")
             values.append(size / 1024)
-            colors.append(color)
+            colors.append(model_color(model))
+            hatches.append("//" if "float" in what else "")
     pos = np.arange(len(values))
-    ax.barh(pos, values, color=colors)
+    bars = ax.barh(pos, values, color=colors, edgecolor="white")
+    for bar, hatch in zip(bars, hatches, strict=True):
+        bar.set_hatch(hatch)
     for p, v in zip(pos, values, strict=True):
-        ax.text(v, p, f" {v:,.1f} KiB", va="center", fontsize=8)
-    ax.set_yticks(pos, labels, fontsize=8)
+        ax.text(v, p, f" {v:,.1f} KiB", va="center")
+    ax.set_yticks(pos, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("KiB")
-    ax.set_xlim(0, max(values) * 1.25)
-    ax.set_title("storage")
+    ax.set_xlabel("storage (KiB)")
+    ax.set_xlim(0, max(values) * 1.3)
+    ax.set_title("storage: float32 (hatched) against 1-bit weights")
     return fig
 
 
+@styled
 def bench_figure(rows: list[dict]) -> Figure:
     """Speedups of `binsr.bench` rows (XNOR engine vs the faster torch fp32 layout), one bar per case."""
-    fig = new_figure(8.0, 2.8)
+    fig = new_figure(10.0, 4.4)
     ax = fig.subplots()
-    labels = [f"{r['case']}\n{r['shape']}, {r['threads']} thr." for r in rows]
+    labels = [f"{r['case']}\n{r['shape']}\n{r['threads']} thr." for r in rows]
     speed = np.array([r["speedup"] for r in rows])
     pos = np.arange(len(rows))
-    ax.bar(pos, speed, color=np.where(speed >= 1, "tab:green", "tab:red"))
+    # Purple and red, not the model colours: these bars are cases of one engine, not models.
+    ax.bar(pos, speed, color=np.where(speed >= 1, "tab:purple", "tab:red"))
     ax.axhline(1.0, color="black", lw=0.8)
     for p, v in zip(pos, speed, strict=True):
-        ax.text(p, v, f"{v:.1f}x", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(pos, labels, fontsize=7)
-    ax.set_ylabel("float time / XNOR time")
-    ax.set_title("XNOR engine vs torch float32 on this machine (median of repeats; noisy)")
+        ax.text(p, v, f"{v:.1f}x", ha="center", va="bottom")
+    ax.set_xticks(pos, labels)
+    ax.set_ylim(0, max(1.0, float(speed.max())) * 1.15)  # room for the numbers above the bars
+    ax.set_ylabel("speed-up (float time / XNOR time)")
+    ax.set_title("XNOR engine vs torch float32 on this machine (median; noisy)")
     return fig
