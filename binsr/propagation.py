@@ -8,14 +8,20 @@ For a body input h_0 (the head's output) and the output h_i of block i,
 
 BBCU's amplification k (14) keeps (18) small, so a binary branch perturbs the residual stream instead of
 replacing it; without k (or with attention gates near 0.5 on the skip) the signal decays block after block.
+A trained attentive net can also learn a1 -> 0 and switch its binary branches off: `binary_branches_off`
+measures what the binary branches contribute.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from binsr.blocks import AttentiveBinaryUnit, BBCUUnit
 
 
 @dataclass(frozen=True)
@@ -62,3 +68,18 @@ def signal_propagation(model: nn.Module, lr: torch.Tensor) -> list[BlockSignal]:
         cosine = torch.nn.functional.cosine_similarity(h0, h.flatten(), dim=0).item()
         rows.append(BlockSignal(i, cosine, sum(ratios) / len(ratios)))
     return rows
+
+
+@contextmanager
+def binary_branches_off(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every binary unit (8), (12) of `model` outputs its skip term alone (a2 Att_r(x), or x):
+    the PSNR the model keeps without its binary branches shows how much it relies on them."""
+    units = [m for m in model.modules() if isinstance(m, (BBCUUnit, AttentiveBinaryUnit))]
+    if not units:
+        raise ValueError(f"{type(model).__name__} has no binary units (BBCUUnit, AttentiveBinaryUnit)")
+    hooks = [unit.register_forward_hook(lambda m, args, out: m.branches(args[0])[1]) for unit in units]
+    try:
+        yield model
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -54,3 +54,26 @@ def test_propagation_figure_draws_every_variant_on_both_panels():
     assert [r.cosine for r in bbcu] == pytest.approx([r.cosine for r in default], abs=0.05)
     fig = viz.propagation_figure(signals)
     assert [len(ax.lines) for ax in fig.axes] == [7, 6]  # six variants (+ the zero line on the left)
+
+
+def test_binary_branches_off_leaves_the_skip_terms_only():
+    from binsr.propagation import binary_branches_off
+
+    torch.manual_seed(0)
+    model = create_model("edsr-proposed", scale=2, n_feats=8, n_blocks=1, att_bin="se", att_res="spatial").eval()
+    lr = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        full = model(lr)
+        with binary_branches_off(model):
+            off = model(lr)
+        for unit in model.body[0]:
+            unit.a1.zero_()  # a1 = 0 is the same switch
+        assert torch.equal(model(lr), off)
+    assert not torch.equal(full, off)
+    bbcu = create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=1).eval()
+    with torch.no_grad(), binary_branches_off(bbcu):
+        h = bbcu.head((lr - bbcu.rgb_mean) * bbcu.k)
+        expected = bbcu.tail(bbcu.upsampler(h + bbcu.body[1](h))) / bbcu.k + bbcu.rgb_mean
+        assert torch.allclose(bbcu(lr), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="has no binary units"):
+        binary_branches_off(create_model("edsr-fp", scale=2, n_feats=8, n_blocks=1)).__enter__()
