@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -60,7 +61,7 @@ def save(path: str | Path, model: nn.Module, step: int = 0, **fields) -> Path:
 
 
 def load(path: str | Path) -> dict:
-    """The checkpoint dict at `path` (tensors on CPU)."""
+    """The checkpoint dict at `path` (tensors on CPU), with its "model" and "state_dict" checked for form."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -70,20 +71,71 @@ def load(path: str | Path) -> dict:
         raise ValueError(f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a {FORMAT} file")
+    model, weights = state.get("model"), state.get("state_dict")
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("kwargs"), dict)):
+        raise ValueError(f"checkpoint {path} has no model {{name, kwargs}}; expected one to rebuild the model from")
+    if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise ValueError(f"checkpoint {path} has no state_dict of tensors; expected the model's weights")
     return state
 
 
+def _listed(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_fit(path: Path, skeleton: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Refuse a state dict that is not exactly `skeleton`'s (a meta-device model): same keys, same shapes."""
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in weights.items()}
+    if expected == found:
+        return
+    what = f"{skeleton.config['name']} {skeleton.config['kwargs']}"
+    wanted, held = sum(math.prod(s) for s in expected.values()), sum(math.prod(s) for s in found.values())
+    if wanted != held:
+        raise ValueError(f"checkpoint {path} asks for {what}, {wanted:,} numbers, but holds {held:,}; "
+                         "expected the weights of that model")  # fmt: skip
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    problems = [f"{label} {_listed(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys]  # fmt: skip
+    raise ValueError(f"checkpoint {path} does not fit {what}: {'; '.join(problems)}")
+
+
 def load_model(path: str | Path, expect_name: str | None = None, expect_scale: int | None = None) -> nn.Module:
-    """Rebuild the model stored at `path` (in eval mode); fail if it is not `expect_name` / `expect_scale`."""
+    """Rebuild the model stored at `path` (in eval mode); fail if it is not `expect_name` / `expect_scale`, if
+    its weights do not fit its architecture, or if any weight is NaN or infinite."""
     state = load(path)
     name, kwargs = state["model"]["name"], state["model"]["kwargs"]
     if expect_name is not None and name != expect_name:
         raise ValueError(f"checkpoint {path} holds a {name!r} model; expected {expect_name!r}")
     if expect_scale is not None and kwargs.get("scale") != expect_scale:
         raise ValueError(f"checkpoint {path} is for scale x{kwargs.get('scale')}; expected x{expect_scale}")
+    weights = state["state_dict"]
+    with torch.device("meta"):  # shapes only: a checkpoint asking for a huge model allocates nothing here
+        skeleton = create_model(name, **kwargs)
+    _check_fit(Path(path), skeleton, weights)
+    bad = [key for key, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(f"checkpoint {path} has NaN or infinite values in {_listed(bad)}; expected finite weights")
     model = create_model(name, **kwargs)
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(weights)
     return model.eval()
+
+
+def load_any(spec: str, expect_scale: int | None = None) -> nn.Module:
+    """A shipped model by name (see `pretrained`) or the model of a checkpoint file."""
+    shipped = read_manifest()["models"]
+    if spec in shipped:
+        model = pretrained(spec)
+        if expect_scale is not None and model.scale != expect_scale:
+            raise ValueError(f"shipped model {spec} is for scale x{model.scale}; expected x{expect_scale}")
+        return model
+    if not Path(spec).is_file():
+        names = ", ".join(sorted(shipped)) or "(none shipped)"
+        raise FileNotFoundError(f"model {spec!r} is neither a checkpoint file nor a shipped model; expected a "
+                                f".pt file or one of {names}")  # fmt: skip
+    return load_model(spec, expect_scale=expect_scale)
 
 
 def sha256(path: str | Path) -> str:
@@ -94,7 +146,18 @@ def sha256(path: str | Path) -> str:
 def read_manifest(assets_dir: str | Path = ASSETS) -> dict:
     """`assets/manifest.json`: {"models": {name: entry}} for the shipped checkpoints; empty when absent."""
     path = Path(assets_dir) / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    if not path.is_file():
+        return {"models": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as error:
+        raise ValueError(f"manifest {path} is not valid JSON ({error})") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("models"), dict)):
+        raise ValueError(f'manifest {path} has no "models" table; expected {{"models": {{name: entry}}}}')
+    return manifest
+
+
+MANIFEST_KEYS = ("file", "model", "arguments", "sha256")
 
 
 def pretrained(name: str, assets_dir: str | Path = ASSETS) -> nn.Module:
@@ -103,10 +166,14 @@ def pretrained(name: str, assets_dir: str | Path = ASSETS) -> nn.Module:
     if name not in models:
         raise ValueError(f"no shipped model {name!r}; expected one of {', '.join(sorted(models)) or '(none shipped)'}")
     entry = models[name]
+    missing = [key for key in MANIFEST_KEYS if key not in entry]
+    if missing:
+        expected = ", ".join(MANIFEST_KEYS)
+        raise ValueError(f"manifest entry {name!r} in {assets_dir} lacks {', '.join(missing)}; expected {expected}")
     path = Path(assets_dir) / entry["file"]
     if not path.is_file():
         raise FileNotFoundError(f"shipped checkpoint {path} for {name!r} is missing")
     digest = sha256(path)
     if digest != entry["sha256"]:
         raise ValueError(f"shipped checkpoint {path} has sha256 {digest}; the manifest expects {entry['sha256']}")
-    return load_model(path, expect_name=entry["model"], expect_scale=entry["arguments"]["scale"])
+    return load_model(path, expect_name=entry["model"], expect_scale=entry["arguments"].get("scale"))

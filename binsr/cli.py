@@ -1,14 +1,22 @@
-"""Command line: `binsr {summary,eval,train,experiment,export,bench,demo} ...` (also `python -m binsr ...`).
+"""Command line: `binsr {summary,eval,upscale,train,experiment,export,download,bench,demo} ...` (also
+`python -m binsr ...`).
 
-The summary, eval and download commands import their modules when they run; train, experiment and demo
-bring their own argument definitions (`add_*_arguments`) from their modules.
+All argument wiring lives here, so the library never depends on the command line; each command imports its
+modules only when it runs, so `binsr summary` does not load matplotlib or the training code.
+Errors print one line and exit with status 2; an interrupted `binsr train` exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
+
+from binsr.config import TrainConfig
+from binsr.models import MODELS
+
+# ---- model and training options ------------------------------------------------------------------------
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +56,39 @@ def model_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `binsr train`: the model (as for `binsr summary`), then one per TrainConfig field."""
+    parser.add_argument("--model", required=True, choices=list(MODELS), help="registry name")
+    add_model_arguments(parser)
+    parser.add_argument("--out", default=None, help="output directory (default runs/train/<model>-x<scale>)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
+    start.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
+    for setting in fields(TrainConfig):
+        if setting.name == "scale":  # --scale is a model option
+            continue
+        flags = ["--" + setting.name.replace("_", "-"), *setting.metadata["aliases"]]
+        value, text = setting.default, setting.metadata["help"]
+        if isinstance(value, bool):
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=value,
+                                help=f"{text} (default: {value})")
+        elif isinstance(value, tuple):
+            parser.add_argument(*flags, type=type(value[0]), nargs="*", default=list(value),
+                                help=f"{text} (default: {' '.join(map(str, value))})")
+        else:
+            parser.add_argument(*flags, type=str if value is None else type(value), default=value,
+                                help=f"{text} (default: {value})")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig that parsed `binsr train` options describe (lists become the tuples of the fields)."""
+    names = {setting.name for setting in fields(TrainConfig)}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names})
+
+
+# ---- commands ------------------------------------------------------------------------------------------
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     from binsr.models import create_model
     from binsr.summary import summary
@@ -62,24 +103,75 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(summary(model, lr_size=tuple(args.lr_size)))
 
 
+def _writable(path: str | None) -> None:
+    """Fail now, not after the work, when `path`'s folder cannot be made."""
+    if path is not None:
+        from binsr.folders import ensure_dir
+
+        ensure_dir(Path(path).parent)
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
+    from binsr.checkpoint import load_any
     from binsr.evaluate import evaluate, format_table, write_csv, write_json
 
+    _writable(args.csv)
+    _writable(args.json)
     rows = []
     for spec in args.model:
         if spec == "bicubic":
             model, method = None, "Bicubic"
         else:
-            from binsr.checkpoint import load_model
-
-            model, method = load_model(spec, expect_scale=args.scale), Path(spec).stem
+            model, method = load_any(spec, expect_scale=args.scale), Path(spec).stem
         label = f"{method} (x8 self-ensemble)" if args.self_ensemble and model is not None else method
-        rows += evaluate(model, args.data, args.scale, args.data_root, args.self_ensemble, method=label)
+        rows += evaluate(model, args.data, args.scale, args.data_root, args.self_ensemble, method=label, tile=args.tile,
+                         progress=True)  # fmt: skip
     print(format_table(rows))
     if args.csv:
         write_csv(rows, args.csv)
     if args.json:
         write_json(rows, args.json)
+
+
+def cmd_upscale(args: argparse.Namespace) -> None:
+    from binsr.photos import upscale_photos
+
+    for written in upscale_photos(args.inputs, args.model, args.out, args.compare, args.tile, args.device):
+        print(written)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`binsr train` (also under torchrun); 130 after a Ctrl-C or SIGTERM, with the steps so far saved."""
+    from binsr.models import model_arguments
+    from binsr.train import TrainingInterrupted, train
+
+    config = train_config(args)
+    kwargs = model_kwargs(args)
+    model_arguments(args.model, **kwargs)  # fail on a bad argument before loading any data
+    out = args.out or f"runs/train/{args.model}-x{config.scale}"
+    try:
+        result = train(args.model, kwargs, config, out, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        if stop.checkpoint is not None:  # rank 0
+            print(f"binsr train: interrupted; step {stop.step} saved to {stop.checkpoint}; "
+                  "run the same command with --resume to continue", file=sys.stderr)  # fmt: skip
+        return 130
+    if result.checkpoint is not None:
+        print(f"checkpoint: {result.checkpoint}  ({result.step} steps, {result.train_seconds:.0f} s)")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from binsr.checkpoint import ASSETS
+    from binsr.experiment import run_experiment, ship
+    from binsr.report import format_markdown
+
+    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs)
+    print(format_markdown(rows))
+    print(f"results: {Path(args.out) / 'results.md'}, results.json, results.png")
+    if args.ship:
+        manifest = ship(rows)
+        print(f"shipped to {ASSETS}: {', '.join(manifest['models'])}")
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -94,6 +186,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from binsr.checkpoint import load_model
     from binsr.export import export_model
 
+    _writable(args.out)
     out = export_model(load_model(args.checkpoint), args.out)
     before, after = Path(args.checkpoint).stat().st_size, out.stat().st_size
     print(f"{out}: {after / 1024:,.0f} KiB packed vs {before / 1024:,.0f} KiB checkpoint ({before / after:.1f}x)")
@@ -110,6 +203,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(format_bench(run_bench(threads=tuple(args.threads), repeats=args.repeats, clock=clock)))
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from binsr.demo import run_demo
+
+    run_demo(args.out)
+
+
+# ---- the parser ----------------------------------------------------------------------------------------
+
+TILE_HELP = "LR tile side for large images (default: 256-pixel tiles above 512x512, same pixels); 0: one pass"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="binsr",
@@ -118,8 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("summary", help="per-layer params, FLOPs, BOPs and OPs of a model (BBCU's convention)")
-    p.add_argument("model", help="registry name (edsr-fp, edsr-bbcu, edsr-proposed, srresnet-fp, bbcu-l, bbcu-m) "
-                   "or a checkpoint .pt")
+    p.add_argument("model", help=f"registry name ({', '.join(MODELS)}) or a checkpoint .pt")
     add_model_arguments(p)
     p.add_argument("--lr-size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"),
                    help="LR input size (default 180 320, as in BBCU's Table 1)")
@@ -127,26 +230,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", help="PSNR/SSIM on the Y channel (MATLAB protocol) of bicubic or checkpoints")
     p.add_argument("--model", nargs="+", default=["bicubic"], metavar="MODEL",
-                   help="'bicubic' and/or checkpoint files (default: bicubic)")
+                   help="'bicubic', shipped models (edsr-bbcu-x2, ...) and/or checkpoint files (default: bicubic)")
     p.add_argument("--data", nargs="+", default=["Set5", "Set14"], metavar="SET",
                    help="dataset names (Set5, Set14, B100, Urban100, Manga109, T91, photos-test, ...) or folders")
     p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
     p.add_argument("--data-root", help="folder holding the benchmark sets (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--self-ensemble", action="store_true", help="average the x8 flips and rotations")
+    p.add_argument("--tile", type=int, default=None, help=TILE_HELP)
     p.add_argument("--csv", help="write per-image results to this CSV file")
     p.add_argument("--json", help="write the results to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("upscale", help="super-resolve your own images (PNG, JPEG, any mode and size)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders of images")
+    p.add_argument("--model", required=True, help="a shipped model (edsr-bbcu-x2, edsr-fp-x4, ...) or a checkpoint .pt")
+    p.add_argument("-o", "--out", required=True, help="output folder: <name>-x<scale>.png for each input")
+    p.add_argument("--compare", action="store_true", help="also write <name>-x<scale>-compare.png: bicubic | model")
+    p.add_argument("--tile", type=int, default=None, help=TILE_HELP)
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, ...")
+    p.set_defaults(func=cmd_upscale)
+
+    p = commands.add_parser("train", help="train a registry model (DDP under torchrun)")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("experiment", help="the headline grid: FP vs BBCU vs attentive blocks at one budget")
+    p.add_argument("--steps", type=int, required=True, help="training steps of every run")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of every run (default: tune it)")
+    p.add_argument("--tune-steps", type=int, default=30, help="steps of each tuning run (default 30)")
+    p.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
+    p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
+    p.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
+    p.set_defaults(func=cmd_experiment)
+
+    p = commands.add_parser("export", help="write a bit-packed model (.binsr) that runs on the XNOR engine")
+    p.add_argument("checkpoint", help="a checkpoint .pt of a binary model (edsr-bbcu, edsr-proposed, bbcu-l, bbcu-m)")
+    p.add_argument("out", help="output file, e.g. model.binsr")
+    p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("download", help="fetch a public benchmark set (sha256-verified; never runs implicitly)")
     p.add_argument("name", help="benchmark (EDSR's Set5, Set14, B100, Urban100 with LR), DIV2K or DIV2K-valid")
     p.add_argument("--data-root", help="where to put it (default: $BINSR_DATA, then ./data)")
     p.add_argument("--insecure", action="store_true", help="accept an archive whose sha256 is not on record")
     p.set_defaults(func=cmd_download)
-
-    p = commands.add_parser("export", help="write a bit-packed model (.binsr) that runs on the XNOR engine")
-    p.add_argument("checkpoint", help="a checkpoint .pt of a binary model (edsr-bbcu, edsr-proposed, bbcu-l, bbcu-m)")
-    p.add_argument("out", help="output file, e.g. model.binsr")
-    p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("bench", help="XNOR-popcount vs torch fp32 speed ratios (median of several runs)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)")
@@ -155,28 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
     p.set_defaults(func=cmd_bench)
 
-    from binsr.demo import add_demo_arguments, demo_command
-    from binsr.experiment import add_experiment_arguments, experiment_command
-    from binsr.train import add_train_arguments, train_command
-
-    for name, help_text, add_arguments, command in (
-        ("train", "train a registry model (DDP under torchrun)", add_train_arguments, train_command),
-        ("experiment", "the headline grid: FP vs BBCU vs attentive blocks at one budget",
-         add_experiment_arguments, experiment_command),
-        ("demo", "shipped models: costs, scores and a side-by-side figure", add_demo_arguments, demo_command),
-    ):
-        p = commands.add_parser(name, help=help_text)
-        add_arguments(p)
-        p.set_defaults(func=command)
+    p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")
+    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `binsr` command; errors print one line and exit with status 2."""
+    """Entry point of the `binsr` command: its exit status (0, 2 after a one-line error, 130 when interrupted)."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        return args.func(args) or 0
+    except (ValueError, OSError, FloatingPointError) as error:
         print(f"binsr {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0

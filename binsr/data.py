@@ -19,13 +19,14 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import skimage.data
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from binsr.imresize import imresize, modcrop
 
@@ -51,22 +52,28 @@ class SRPair:
     lr: np.ndarray
 
 
-def _as_rgb8(img: Image.Image) -> np.ndarray:
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """A PIL image of any mode as uint8 HxWx3: grey to 3 channels, alpha dropped, palettes expanded, 16-bit to 8."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # PIL would clip 16-bit values at 255 when converting, so rescale 0..65535 to 0..255 ourselves.
         grey = np.clip(np.floor(np.asarray(img, dtype=np.float64) / 257 + 0.5), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    return np.array(img.convert("RGB"))  # drops alpha, expands grey and palettes
+    return np.array(img.convert("RGB"))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as uint8 HxWx3 (grey to 3 channels, alpha dropped, 16-bit to 8-bit)."""
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The decoded image at `path`, turned upright as its EXIF orientation says (photos from phones)."""
     try:
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here and not later
-            return _as_rgb8(img)
+            return ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as uint8 HxWx3 (upright; grey to 3 channels, alpha dropped, 16-bit to 8-bit)."""
+    return to_rgb8(open_image(path))
 
 
 def _photo(name: str) -> np.ndarray:
@@ -131,7 +138,11 @@ def _cached_bicubic_lr(hr_path: Path, hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _folder_pair(hr_path: Path, folder: Path, scale: int) -> SRPair:
-    hr = modcrop(read_image(hr_path), scale)
+    hr = read_image(hr_path)
+    if min(hr.shape[:2]) < scale:
+        size = f"{hr.shape[1]}x{hr.shape[0]}"
+        raise ValueError(f"image {hr_path} is {size}; expected at least {scale}x{scale} pixels at x{scale}")
+    hr = modcrop(hr, scale)
     lr_path = folder / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
     lr = read_image(lr_path) if lr_path.is_file() else _cached_bicubic_lr(hr_path, hr, scale)
     expected = (hr.shape[0] // scale, hr.shape[1] // scale, 3)
@@ -140,20 +151,30 @@ def _folder_pair(hr_path: Path, folder: Path, scale: int) -> SRPair:
     return SRPair(hr_path.stem, hr, lr)
 
 
-def load_images(
+def iter_images(
     name_or_path: str | os.PathLike, scale: int, data_root: str | os.PathLike | None = None
-) -> list[SRPair]:
-    """All (HR, LR) pairs of a dataset at `scale`, in file-name order; see the module docstring for names."""
+) -> Iterator[SRPair]:
+    """The (HR, LR) pairs of a dataset at `scale`, in file-name order, one at a time (for large images)."""
     if scale < 1 or int(scale) != scale:
         raise ValueError(f"scale={scale!r} is not valid; expected a positive integer")
     if str(name_or_path) in PHOTO_SETS:
-        crops = [(name, modcrop(_photo(name), scale)) for name in PHOTO_SETS[str(name_or_path)]]
-        return [SRPair(name, hr, imresize(hr, 1 / scale)) for name, hr in crops]
+        for name in PHOTO_SETS[str(name_or_path)]:
+            hr = modcrop(_photo(name), scale)
+            yield SRPair(name, hr, imresize(hr, 1 / scale))
+        return
     folder = _find_folder(name_or_path, data_root)
     files = _image_files(_hr_folder(folder))
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {_hr_folder(folder)}")
-    return [_folder_pair(path, folder, scale) for path in files]
+    for path in files:
+        yield _folder_pair(path, folder, scale)
+
+
+def load_images(
+    name_or_path: str | os.PathLike, scale: int, data_root: str | os.PathLike | None = None
+) -> list[SRPair]:
+    """All (HR, LR) pairs of a dataset at `scale`, in file-name order; see the module docstring for names."""
+    return list(iter_images(name_or_path, scale, data_root))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -7,7 +7,6 @@ photos (and Set5 / Set14 when a data root has them), prints the table, and write
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -81,13 +80,3 @@ def run_demo(out_dir: str | Path = "runs/demo", assets_dir: str | Path = ASSETS)
     print(f"\nSide-by-side figure: {path}")
     print("Next: `make lab` opens the notebooks (JupyterLab); start with notebooks/01.")
     return path
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `binsr demo`."""
-    parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-
-
-def demo_command(args: argparse.Namespace) -> None:
-    """`binsr demo` (what `make demo` runs)."""
-    run_demo(args.out)

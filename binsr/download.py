@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import IO
 
 from tqdm.auto import tqdm
+
+from binsr.folders import ensure_dir
 
 
 @dataclass(frozen=True)
@@ -67,14 +70,18 @@ def _sha256(path: Path) -> str:
 def _fetch(url: str, dest: Path, progress: bool) -> str:
     """Stream `url` into `dest` and return its SHA-256."""
     digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        name = url.rsplit("/", 1)[-1]
-        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
-                bar.update(len(chunk))
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            name = url.rsplit("/", 1)[-1]
+            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:  # no network, DNS, HTTP 404, ...
+        reason = getattr(error, "reason", None) or error
+        raise ConnectionError(f"cannot download {url} ({reason}); expected network access to its host") from None
     return digest.hexdigest()
 
 
@@ -121,9 +128,11 @@ def download(name: str, root: str | os.PathLike, progress: bool = True, verify: 
         raise ValueError(f"unknown download {name!r}; expected one of {', '.join(SOURCES)}")
     source = SOURCES[name]
     if verify and source.sha256 is None:
-        raise ValueError(f"{name} has no pinned sha256 in binsr.download.SOURCES; pass verify=False to accept it")
+        raise ValueError(f"{name} has no pinned sha256 in binsr.download.SOURCES; pass verify=False "
+                         "(binsr download --insecure) to accept it")  # fmt: skip
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    created = not root.exists()
+    ensure_dir(root)
     archive = root / source.url.rsplit("/", 1)[-1]
     if not (archive.is_file() and source.sha256 is not None and _sha256(archive) == source.sha256):
         fd, part = tempfile.mkstemp(dir=root, prefix=f".{archive.name}.", suffix=".part")
@@ -137,6 +146,8 @@ def download(name: str, root: str | os.PathLike, progress: bool = True, verify: 
             os.replace(part, archive)
         finally:
             Path(part).unlink(missing_ok=True)
+            if created and not any(root.iterdir()):
+                root.rmdir()  # a failed first download leaves no empty data folder behind
     count = _extract(archive, source.layout, root)
     if progress:
         print(f"{name}: extracted {count} files into {root}")

@@ -2,23 +2,28 @@
 
 Follows BasicSR: the model's output is clamped to [0, 1] and rounded to uint8 before the metrics, and
 `shave` = scale border pixels are ignored (`binsr.metrics`). `model=None` is the bicubic baseline, MATLAB
-bicubic upsampling (`binsr.imresize`) of the LR image.
+bicubic upsampling (`binsr.imresize`) of the LR image. Images are read one at a time and large ones run in
+tiles (`binsr.tiling`), with the same pixels as one pass, so memory stays bounded at any image size.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import warnings
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 
-from binsr.data import load_images, to_tensor
+from binsr.data import iter_images, to_tensor
 from binsr.imresize import imresize
 from binsr.metrics import psnr_y, ssim_y
+from binsr.tiling import BICUBIC_CONTEXT, GLOBAL_PAD, auto_tile, context, tiled
 
 
 def self_ensemble(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
@@ -34,23 +39,57 @@ def self_ensemble(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def upscale(model: nn.Module | None, lr: np.ndarray, scale: int, ensemble: bool = False) -> np.ndarray:
-    """The uint8 SR image that `evaluate` scores: `model`'s output on the uint8 LR image `lr` (HxWx3), clamped
-    and rounded, optionally self-ensembled; MATLAB bicubic when `model` is None."""
-    if model is None:
-        return imresize(lr, scale)
+def _model_output(model: nn.Module, ensemble: bool, lr: np.ndarray) -> np.ndarray:
     device = next(model.parameters(), torch.empty(0)).device
     x = to_tensor(lr[None]).to(device)
     y = self_ensemble(model, x) if ensemble else model(x)
     return (y.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu().numpy()
 
 
+def upscale(
+    model: nn.Module | None,
+    lr: np.ndarray,
+    scale: int,
+    ensemble: bool = False,
+    tile: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """The uint8 SR image that `evaluate` scores: `model`'s output on the uint8 LR image `lr` (HxWx3), clamped
+    and rounded, optionally self-ensembled; MATLAB bicubic when `model` is None.
+
+    Large images run in tiles (`binsr.tiling`) with the same pixels: `tile` is the LR tile side, None tiles
+    automatically above `binsr.tiling.AUTO_ABOVE` pixels, 0 never tiles. `progress` shows a bar over the tiles."""
+    height, width = lr.shape[:2]
+    tile = auto_tile(height, width, tile)
+    if model is None:
+        fn, pad = partial(imresize, scale=scale), BICUBIC_CONTEXT
+    else:
+        fn, pad = partial(_model_output, model, ensemble), context(model)
+    if tile == 0 or (height <= tile and width <= tile):
+        return fn(lr)
+    if pad is None:
+        warnings.warn(f"{type(model).__name__} pools globally (squeeze-and-excitation), so its tiled output differs "
+                      "slightly from one pass; pass tile=0 (--tile 0) for one pass", stacklevel=2)  # fmt: skip
+        pad = GLOBAL_PAD
+    return tiled(fn, lr, scale, tile, pad, progress)
+
+
+def min_hr_side(scale: int) -> int:
+    """The smallest HR side that can be scored: SSIM's 11x11 window inside the `scale`-pixel shaved border."""
+    return 2 * scale + 11
+
+
 def _evaluate_set(
-    model: nn.Module | None, name: str, scale: int, data_root: str | os.PathLike | None, ensemble: bool
-) -> list[dict]:
+    model: nn.Module | None, name: str, scale: int, data_root: str | os.PathLike | None, ensemble: bool,
+    tile: int | None, progress: bool,
+) -> list[dict]:  # fmt: skip
     images = []
-    for pair in load_images(name, scale, data_root):
-        sr = upscale(model, pair.lr, scale, ensemble)
+    for pair in iter_images(name, scale, data_root):
+        if min(pair.hr.shape[:2]) < min_hr_side(scale):
+            side = min_hr_side(scale)
+            raise ValueError(f"{name}/{pair.name} is {pair.hr.shape[1]}x{pair.hr.shape[0]}; expected at least "
+                             f"{side}x{side} to score at x{scale}")  # fmt: skip
+        sr = upscale(model, pair.lr, scale, ensemble, tile, progress)
         if sr.shape != pair.hr.shape:
             raise ValueError(f"{name}/{pair.name}: output has shape {sr.shape}; expected {pair.hr.shape}")
         images.append({"name": pair.name, "psnr": psnr_y(sr, pair.hr, scale), "ssim": ssim_y(sr, pair.hr, scale)})
@@ -64,13 +103,18 @@ def evaluate(
     data_root: str | os.PathLike | None = None,
     self_ensemble: bool = False,
     method: str | None = None,
+    tile: int | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """PSNR/SSIM (Y channel) of `model` on each dataset in `names`; `model=None` evaluates bicubic upsampling.
 
     Returns one dict per dataset: method, name, scale, psnr and ssim (means over its images), and images,
     a list of {name, psnr, ssim}. `method` labels the row in `format_table` ("Bicubic" or the model's class
     name by default). The model runs in eval mode without gradients; its training mode is restored after.
+    `tile` and `progress` are `upscale`'s.
     """
+    if scale < 2:
+        raise ValueError(f"scale={scale} is not valid; expected an upscaling factor of 2 or more")
     if model is not None and getattr(model, "scale", None) != scale:
         raise ValueError(f"model.scale={getattr(model, 'scale', None)!r} but scale={scale}; expected them equal")
     names = [names] if isinstance(names, str) else list(names)
@@ -80,7 +124,9 @@ def evaluate(
         model.eval()
     try:
         with torch.no_grad():
-            per_set = [(name, _evaluate_set(model, name, scale, data_root, self_ensemble)) for name in names]
+            per_set = [
+                (name, _evaluate_set(model, name, scale, data_root, self_ensemble, tile, progress)) for name in names
+            ]
     finally:
         if was_training:
             model.train()
@@ -123,6 +169,17 @@ def write_csv(results: list[dict], path: str | os.PathLike) -> None:
 
 
 def write_json(results: list[dict], path: str | os.PathLike) -> None:
-    """The results exactly as `evaluate` returns them."""
+    """The results as `evaluate` returns them, except that a PSNR of +inf (an exact reconstruction), which JSON
+    cannot hold, is written as null."""
     with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(_finite_or_none(results), f, indent=2, allow_nan=False)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    return value

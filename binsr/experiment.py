@@ -16,12 +16,11 @@ T91 images smaller than that (51 of 91) sit out and x4 trains on the other 40.
 The table and chart start each scale with bicubic upsampling as the reference. Every run resumes from its
 own checkpoint, so an interrupted grid continues where it stopped and a finished
 one is read back without training. `jobs` runs go side by side, one thread each. Writes to out_dir:
-runs/<label>-x<s>/last.pt, results.json, results.md, results.png (and tune.json when it tuned).
+runs/<label>-x<s>/last.pt, results.json, results.md, results.png (`binsr.report`) and tune.json when it tuned.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -30,11 +29,11 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 
 from binsr import checkpoint
 from binsr.data import dataset_names
 from binsr.evaluate import evaluate
+from binsr.report import write_results
 from binsr.summary import summary
 from binsr.train import TrainConfig, mean_psnr, train
 
@@ -181,59 +180,6 @@ def run_experiment(
     return rows
 
 
-# ---- reporting ---------------------------------------------------------------------------------------
-
-
-def format_markdown(rows: list[dict]) -> str:
-    """The results table: PSNR / SSIM per validation set, Params and OPs (BBCU's convention, 320x180 LR)."""
-    sets = list(dict.fromkeys(name for row in rows for name in row["val"]))
-    header = ["model", "scale", "Params (K)", "OPs (G)", *(f"{s} PSNR / SSIM" for s in sets), "train time (min)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["label"], f"x{row['scale']}", f"{row['params'] / 1e3:.1f}", f"{row['ops'] / 1e9:.2f}"]
-        cells += [
-            f"{row['val'][s]['psnr']:.2f} / {row['val'][s]['ssim']:.4f}" if s in row["val"] else "-" for s in sets
-        ]
-        cells.append(f"{row['train_seconds'] / 60:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot_results(rows: list[dict], path: str | Path) -> None:
-    """Bar chart of validation PSNR, one panel per scale, one bar per (variant, validation set)."""
-    scales = sorted({row["scale"] for row in rows})
-    fig = Figure(figsize=(7 * len(scales), 4.5), layout="tight")  # no pyplot: no backend, no global state
-    axes = fig.subplots(1, len(scales), squeeze=False)
-    for ax, scale in zip(axes[0], scales, strict=True):
-        runs = [row for row in rows if row["scale"] == scale]
-        sets = list(dict.fromkeys(name for row in runs for name in row["val"]))
-        width = 0.8 / max(len(sets), 1)
-        values = []
-        for i, name in enumerate(sets):
-            psnr = [row["val"].get(name, {}).get("psnr", float("nan")) for row in runs]
-            ax.bar([j + i * width for j in range(len(runs))], psnr, width, label=name)
-            values += psnr
-        # PSNR differences are tenths of a dB: a zero baseline would hide them.
-        finite = [v for v in values if v == v]
-        if finite:
-            ax.set_ylim(min(finite) - 0.5, max(finite) + 0.3)
-        ax.set_xticks([j + width * (len(sets) - 1) / 2 for j in range(len(runs))])
-        ax.set_xticklabels([row["label"] for row in runs], rotation=30, ha="right")
-        ax.set_ylabel("PSNR (dB, Y)")
-        trained = runs[-1]  # every trained run shares steps and lr; bicubic comes first
-        ax.set_title(f"x{scale}, {trained['steps']} steps, lr {trained['lr']:g}")
-        ax.legend()
-    fig.savefig(path, dpi=120)
-
-
-def write_results(rows: list[dict], out_dir: str | Path) -> None:
-    """results.json, results.md and results.png in `out_dir`."""
-    out_dir = Path(out_dir)
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
-    (out_dir / "results.md").write_text(format_markdown(rows) + "\n")
-    plot_results(rows, out_dir / "results.png")
-
-
 # ---- shipped checkpoints -----------------------------------------------------------------------------
 
 
@@ -271,28 +217,3 @@ def ship(rows: list[dict], assets_dir: str | Path = checkpoint.ASSETS) -> dict:
     results = [{key: value for key, value in row.items() if key != "checkpoint"} for row in rows]
     (assets_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return manifest
-
-
-# ---- command line (wired by binsr.cli as `binsr experiment`) -----------------------------------------
-
-
-def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `binsr experiment`."""
-    parser.add_argument("--steps", type=int, required=True, help="training steps of every run")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate of every run (default: tune it)")
-    parser.add_argument("--tune-steps", type=int, default=30, help="steps of each tuning run (default 30)")
-    parser.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
-    parser.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
-    parser.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
-
-
-def experiment_command(args: argparse.Namespace) -> list[dict]:
-    """`binsr experiment`: run the grid, print the table, optionally ship the checkpoints."""
-    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs)
-    print(format_markdown(rows))
-    print(f"results: {Path(args.out) / 'results.md'}, results.json, results.png")
-    if args.ship:
-        manifest = ship(rows)
-        print(f"shipped to {checkpoint.ASSETS}: {', '.join(manifest['models'])}")
-    return rows

@@ -51,8 +51,10 @@ def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float, as_uint
     weights, index = contributions(img.shape[axis], out_len, scale)
     lines = np.moveaxis(img, axis, 0)
     flat = lines.reshape(lines.shape[0], -1)
-    # One tap at a time keeps memory at a few output-sized arrays, even for 2K images at x8.
-    out = sum(weights[:, [t]] * flat[index[:, t]] for t in range(weights.shape[1]))
+    # One tap at a time, summed in place, keeps memory at three output-sized arrays, even for 2K images at x8.
+    out = weights[:, [0]] * flat[index[:, 0]]  # float64 even for uint8 input: no float copy of the input needed
+    for t in range(1, weights.shape[1]):
+        out += weights[:, [t]] * flat[index[:, t]]
     if as_uint8:
         out = np.floor(np.clip(out, 0, 255) + 0.5)  # MATLAB's uint8(): saturate, round half away from zero
     return np.moveaxis(out.reshape(out_len, *lines.shape[1:]), 0, axis)
@@ -71,7 +73,7 @@ def imresize(img: np.ndarray, scale: float) -> np.ndarray:
     as_uint8 = img.dtype == np.uint8
     if not as_uint8 and not np.issubdtype(img.dtype, np.floating):
         raise ValueError(f"image dtype {img.dtype} is not supported; expected uint8 or a float dtype")
-    out = img.astype(np.float64)
+    out = img
     for axis in (0, 1):
         out = _resize_axis(out, axis, math.ceil(scale * img.shape[axis]), scale, as_uint8)
     return out.astype(img.dtype)

@@ -26,30 +26,45 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
     return 16.0 + rgb @ _Y_WEIGHTS
 
 
-def _shaved_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> tuple[np.ndarray, np.ndarray]:
+# Rows converted to Y at a time: a 4000x4000 image would otherwise hold ~2 GB of float64 planes for SSIM.
+STRIP = 512
+# SSIM's 11x11 window: scikit-image ignores this many pixels at every border of the map, and the map at a row
+# reads this many rows either side of it, so strips overlapping by it give the whole image's map exactly.
+_SSIM_RADIUS = 5
+
+
+def _shaved(sr: np.ndarray, hr: np.ndarray, shave: int) -> tuple[np.ndarray, np.ndarray]:
     if sr.shape != hr.shape:
         raise ValueError(f"sr has shape {sr.shape} but hr has shape {hr.shape}; expected equal shapes")
     if shave < 0 or 2 * shave >= min(sr.shape[:2]):
         raise ValueError(f"shave={shave} is not valid for a {sr.shape[0]}x{sr.shape[1]} image")
     crop = (slice(shave, sr.shape[0] - shave), slice(shave, sr.shape[1] - shave))
-    return rgb_to_y(sr)[crop], rgb_to_y(hr)[crop]
+    return sr[crop], hr[crop]
 
 
 def psnr_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
     """Eq. (2): PSNR in dB between the Y channels of `sr` and `hr`, ignoring `shave` border pixels."""
-    y_sr, y_hr = _shaved_y(sr, hr, shave)
-    mse = np.mean((y_sr - y_hr) ** 2)
+    sr, hr = _shaved(sr, hr, shave)
+    rows = range(0, sr.shape[0], STRIP)
+    squared = sum(np.sum((rgb_to_y(sr[r : r + STRIP]) - rgb_to_y(hr[r : r + STRIP])) ** 2) for r in rows)
+    mse = squared / (sr.shape[0] * sr.shape[1])
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def ssim_y(sr: np.ndarray, hr: np.ndarray, shave: int) -> float:
     """Eq. (3): SSIM between the Y channels of `sr` and `hr`, ignoring `shave` border pixels."""
-    y_sr, y_hr = _shaved_y(sr, hr, shave)
-    if min(y_sr.shape) < 11:
-        raise ValueError(f"image is {y_sr.shape[0]}x{y_sr.shape[1]} after shaving; SSIM needs at least 11x11")
-    # These settings make scikit-image compute MATLAB's ssim: an 11x11 window (truncate 3.5 * sigma 1.5)
-    # and population rather than sample (co)variances.
-    value = structural_similarity(
-        y_sr, y_hr, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255.0
-    )
-    return float(value)
+    sr, hr = _shaved(sr, hr, shave)
+    height, r = sr.shape[0], _SSIM_RADIUS
+    if min(sr.shape[:2]) < 2 * r + 1:
+        raise ValueError(f"image is {sr.shape[0]}x{sr.shape[1]} after shaving; SSIM needs at least 11x11")
+    total = 0.0
+    for top in range(r, height - r, STRIP):  # map rows [top, bottom), from image rows [top - r, bottom + r)
+        bottom = min(top + STRIP, height - r)
+        # These settings make scikit-image compute MATLAB's ssim: an 11x11 window (truncate 3.5 * sigma 1.5)
+        # and population rather than sample (co)variances.
+        mean = structural_similarity(
+            rgb_to_y(sr[top - r : bottom + r]), rgb_to_y(hr[top - r : bottom + r]),
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255.0,
+        )  # fmt: skip
+        total += mean * (bottom - top)
+    return float(total / (height - 2 * r))

@@ -41,11 +41,31 @@ def test_attentive_unit_formula_and_scale_gradients():
     assert isinstance(unit.att_bin, PixelAttention)
 
 
-def test_blocks_have_two_units_and_keep_shape():
-    x = torch.randn(1, 8, 6, 6)
-    for block in (BBCUBlock(8), AttentiveBinaryBlock(8, att_bin="se", att_res="se"), ResBlock(8)):
-        assert block(x).shape == x.shape
-    assert len(BBCUBlock(8)) == 2 and len(AttentiveBinaryBlock(8)) == 2
+def _grid(corner: float, edge: float, centre: float) -> torch.Tensor:
+    return torch.tensor([[corner, edge, corner], [edge, centre, edge], [corner, edge, corner]]).view(1, 1, 3, 3)
+
+
+def test_blocks_on_a_constant_image_give_the_hand_computed_numbers():
+    # A constant 3x3 kernel on a constant 3x3 image, zero-padded: a corner sums 4 pixels, an edge 6, the centre 9.
+    ones = torch.ones(1, 1, 3, 3)
+    bbcu = BBCUBlock(1)
+    for unit in bbcu:
+        unit.conv.weight.data.fill_(0.5)  # sign(W) = +1, alpha = mean|W| = 0.5
+    # each unit adds 0.5 * (4, 6, 9) to a positive input: (1 + 2 + 2, 1 + 3 + 3, 1 + 4.5 + 4.5)
+    assert torch.equal(bbcu(ones), _grid(5, 7, 10))
+    # a negative input has sign -1 everywhere, and RPReLU's slope 0.25 scales the negative sums: -0.25 * 0.5 * (4, 6, 9)
+    assert torch.equal(bbcu(-ones), _grid(-2, -2.5, -3.25))
+    attentive = AttentiveBinaryBlock(1, att_bin="none", att_res="none", alpha_mode="mean", a1_init=2.0, a2_init=0.5)
+    for unit in attentive:
+        unit.conv.weight.data.fill_(0.5)
+    # unit 1: 2 * 0.5 * (4, 6, 9) + 0.5 * 1 = (4.5, 6.5, 9.5); unit 2: (4, 6, 9) + 0.5 * (4.5, 6.5, 9.5)
+    assert torch.equal(attentive(ones), _grid(6.25, 9.25, 13.75))
+    res = ResBlock(1, res_scale=0.5)
+    for conv in (res.body[0], res.body[2]):
+        conv.weight.data.fill_(1.0)
+        conv.bias.data.zero_()
+    # the first conv gives (4, 6, 9); the second sums those over each 3x3 neighbourhood: (25, 35, 49)
+    assert torch.equal(res(ones), _grid(1 + 12.5, 1 + 17.5, 1 + 24.5))
 
 
 def test_binary_upsample_unit_residual_is_nearest_upsampled_input():

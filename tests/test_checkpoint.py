@@ -107,3 +107,72 @@ def test_shipped_checkpoints_match_the_manifest_and_are_small(name):
     kind = entry["arguments"].get("att_bin")  # proposed variants other than the best carry their attention kind
     assert name in (f"{entry['model']}-x{model.scale}", f"{entry['model']}-{kind}-x{model.scale}")
     assert entry["file"] == f"{name}.pt"
+
+
+def _rewrite(path, **changes):
+    """Save the checkpoint at `path` again with some of its entries changed (None: removed)."""
+    state = torch.load(path, weights_only=True)
+    state.update(changes)
+    torch.save({k: v for k, v in state.items() if v is not None}, path)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused_in_one_line(tmp_path):
+    path = checkpoint.save(tmp_path / "m.pt", create_model("edsr-fp", **TINY))
+    state = checkpoint.load(path)
+    _rewrite(path, model={"name": "edsr-bbcu", "kwargs": {"scale": 2, **TINY}})
+    with pytest.raises(ValueError, match=r"m\.pt asks for edsr-bbcu \{.*\}, 1,283 numbers, but holds 1,259; expected"):
+        checkpoint.load_model(path)
+    weights = {("head.w" if key == "head.weight" else key): value for key, value in state["state_dict"].items()}
+    weights["tail.weight"] = weights["tail.weight"].reshape(4, 3, 3, 3)  # (3, 4, 3, 3) stored
+    _rewrite(path, model=state["model"], state_dict=weights)
+    expected = r"m\.pt does not fit edsr-fp \{.*\}: missing head\.weight; unexpected head\.w; other shape tail\.weight$"
+    with pytest.raises(ValueError, match=expected):
+        checkpoint.load_model(path)
+
+
+def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_allocating(tmp_path):
+    path = checkpoint.save(tmp_path / "m.pt", create_model("edsr-fp", **TINY))
+    _rewrite(path, model={"name": "edsr-fp", "kwargs": {"n_feats": 100_000, "n_blocks": 1}})
+    n = 100_000  # head 28n, a block 2 (9n^2 + n), body conv 9n^2 + n, x2 upsampler 36n^2 + 4n, tail 27n + 3
+    wanted = 63 * n**2 + 62 * n + 3  # 2.5 TB of float32
+    with pytest.raises(ValueError, match=rf"asks for edsr-fp .*, {wanted:,} numbers, but holds 1,259; expected"):
+        checkpoint.load_model(path)
+
+
+def test_missing_state_dict_or_model_and_nan_weights_are_refused(tmp_path):
+    model = create_model("edsr-fp", **TINY)
+    path = checkpoint.save(tmp_path / "m.pt", model)
+    _rewrite(path, state_dict=None)
+    with pytest.raises(ValueError, match=r"m\.pt has no state_dict of tensors; expected the model's weights$"):
+        checkpoint.load_model(path)
+    _rewrite(path, state_dict=model.state_dict(), model={"name": "edsr-fp"})
+    with pytest.raises(ValueError, match=r"m\.pt has no model \{name, kwargs\}"):
+        checkpoint.load_model(path)
+    model.head.weight.data[0, 0, 0, 0] = float("inf")
+    model.tail.bias.data[0] = float("nan")
+    path = checkpoint.save(tmp_path / "nan.pt", model)
+    with pytest.raises(ValueError, match=r"nan\.pt has NaN or infinite values in head\.weight, tail\.bias; expected"):
+        checkpoint.load_model(path)
+
+
+def test_empty_or_malformed_manifests_are_one_line_errors(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    for text, message in (("", "is not valid JSON"), ("{}", 'has no "models" table'), ("[]", 'has no "models"')):
+        manifest.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            checkpoint.pretrained("edsr-fp-x2", tmp_path)
+    manifest.write_text('{"models": {"edsr-fp-x2": {"file": "x.pt"}}}')
+    with pytest.raises(ValueError, match="entry 'edsr-fp-x2' .* lacks model, arguments, sha256; expected file, "):
+        checkpoint.pretrained("edsr-fp-x2", tmp_path)
+
+
+def test_load_any_takes_a_shipped_name_or_a_file(tmp_path):
+    path = checkpoint.save(tmp_path / "m.pt", create_model("edsr-fp", scale=3, **TINY))
+    assert checkpoint.load_any(str(path)).scale == 3
+    with pytest.raises(ValueError, match="is for scale x3; expected x2"):
+        checkpoint.load_any(str(path), expect_scale=2)
+    with pytest.raises(FileNotFoundError, match=r"'nope' is neither a checkpoint file nor a shipped model; expected"):
+        checkpoint.load_any("nope")
+    shipped = sorted(checkpoint.read_manifest()["models"])
+    if shipped:
+        assert checkpoint.load_any(shipped[0]).config == checkpoint.pretrained(shipped[0]).config

@@ -56,6 +56,14 @@ def test_read_image_converts_grey_rgba_and_16_bit(tmp_path):
     assert np.array_equal(read_image(tmp_path / "grey16.png"), np.stack([grey] * 3, axis=2))
 
 
+def test_read_image_turns_a_photo_upright_by_its_exif_orientation(tmp_path):
+    rgb = _random_rgb(6, 8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; show the image rotated 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "turned.png", exif=exif.tobytes())
+    assert np.array_equal(read_image(tmp_path / "turned.png"), np.rot90(rgb, -1))
+
+
 def test_read_image_names_a_corrupt_file(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ValueError, match="broken.png"):

@@ -2,6 +2,7 @@ import functools
 import hashlib
 import io
 import re
+import socket
 import tarfile
 import threading
 import zipfile
@@ -65,7 +66,7 @@ def test_wrong_hash_leaves_nothing_behind(server, tmp_path, monkeypatch):
     root = tmp_path / "data"
     with pytest.raises(ValueError, match=f"has sha256 {sha}; expected {wrong}"):
         dl.download("Toy", root, progress=False)
-    assert list(root.iterdir()) == []
+    assert not root.exists()  # the folder this download created is gone with its partial file
     assert requests == ["/Toy_HR.zip"]
 
 
@@ -79,7 +80,7 @@ def test_unpinned_archive_needs_verify_false(server, tmp_path, monkeypatch, caps
     (served / "benchmark.tar").write_bytes(buf.getvalue())
     monkeypatch.setitem(dl.SOURCES, "Toy", dl.Source(f"{url}/benchmark.tar", None, {"benchmark/": ""}))
     root = tmp_path / "data"
-    with pytest.raises(ValueError, match="Toy has no pinned sha256"):
+    with pytest.raises(ValueError, match=r"Toy has no pinned sha256 .*; pass verify=False \(binsr download --insecure"):
         dl.download("Toy", root, progress=False)
     assert requests == []
     dl.download("Toy", root, progress=False, verify=False)
@@ -102,3 +103,20 @@ def test_unknown_name_and_table_format():
     for source in dl.SOURCES.values():
         assert source.url.startswith("https://")
         assert source.sha256 is None or re.fullmatch("[0-9a-f]{64}", source.sha256)
+
+
+def test_no_network_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch):
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused, as offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/Toy.zip"
+    monkeypatch.setitem(dl.SOURCES, "Toy", dl.Source(url, "0" * 64, {"Toy/": "Toy/"}))
+    root = tmp_path / "data"
+    expected = f"cannot download {url} ([Errno 111] Connection refused); expected network access to its host"
+    with pytest.raises(ConnectionError, match=f"^{re.escape(expected)}$"):
+        dl.download("Toy", root, progress=False)
+    assert not root.exists()
+    (root / "Set5").mkdir(parents=True)  # a folder that was there before stays, with what it held
+    with pytest.raises(ConnectionError):
+        dl.download("Toy", root, progress=False)
+    assert [p.name for p in root.iterdir()] == ["Set5"]

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+from binsr import tiling
 from binsr.data import load_images
 from binsr.evaluate import evaluate, format_table, self_ensemble, upscale, write_csv, write_json
 from binsr.imresize import imresize
@@ -110,3 +112,37 @@ def test_csv_and_json(tmp_path):
         ]
     write_json(RESULTS, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == RESULTS
+
+
+def test_scale_below_2_is_refused_and_json_stays_valid_for_an_exact_reconstruction(tmp_path):
+    with pytest.raises(ValueError, match=r"^scale=1 is not valid; expected an upscaling factor of 2 or more$"):
+        evaluate(None, ["photos-test"], 1)
+    exact = [{"method": "HR", "name": "x", "scale": 2, "psnr": float("inf"), "ssim": 1.0,
+              "images": [{"name": "a", "psnr": float("inf"), "ssim": 1.0}]}]  # fmt: skip
+    write_json(exact, tmp_path / "r.json")
+    text = (tmp_path / "r.json").read_text()
+    assert "Infinity" not in text
+    assert json.loads(text)[0]["psnr"] is None and json.loads(text)[0]["images"][0]["psnr"] is None
+
+
+def test_images_too_small_to_score_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.fromarray(np.zeros((14, 40, 3), np.uint8)).save(folder / "thin.png")
+    with pytest.raises(ValueError, match=r"set/thin is 40x14; expected at least 15x15 to score at x2$"):
+        evaluate(None, [str(folder)], 2)
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "dot.png")
+    with pytest.raises(ValueError, match=r"image .*dot\.png is 1x1; expected at least 2x2 pixels at x2$"):
+        evaluate(None, [str(folder)], 2)
+
+
+def test_large_images_are_tiled_automatically_with_the_same_scores(monkeypatch):
+    model = NearestUp(2)
+    whole = evaluate(model, ["photos-test"], 2, tile=0)[0]
+    monkeypatch.setattr(tiling, "AUTO_ABOVE", 64 * 64)
+    monkeypatch.setattr(tiling, "TILE", 64)
+    model.calls.clear()
+    tiled = evaluate(model, ["photos-test"], 2)[0]
+    assert max(shape[2] for shape, _, _ in model.calls) == 64  # 64-pixel tiles, no pad: nearest has no context
+    assert tiled == whole

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from binsr import checkpoint, experiment
+from binsr import checkpoint, experiment, report
 from binsr.demo import SHIPPED, load_shipped
 
 
@@ -18,7 +18,7 @@ def _row(label, scale, set5, set14=None, model="edsr-proposed", att=("se", "se")
 
 def test_markdown_table_has_one_row_per_run_and_a_column_per_set():
     rows = [_row("EDSR-FP", 2, 33.456, 30.1, model="edsr-fp"), _row("proposed-se", 4, 28.0)]
-    assert experiment.format_markdown(rows).splitlines() == [
+    assert report.format_markdown(rows).splitlines() == [
         "| model | scale | Params (K) | OPs (G) | Set5 PSNR / SSIM | Set14 PSNR / SSIM | train time (min) |",
         "|---|---|---|---|---|---|---|",
         "| EDSR-FP | x2 | 12.3 | 2.50 | 33.46 / 0.9000 | 30.10 / 0.8000 | 1.5 |",
@@ -40,7 +40,7 @@ def test_best_proposed_is_the_highest_mean_x2_psnr_among_both_branch_attention_r
 
 
 def test_bar_chart_is_a_png_with_one_panel_per_scale(tmp_path):
-    experiment.plot_results([_row("a", 2, 30.0, 28.0), _row("b", 4, 27.0, 25.0)], tmp_path / "r.png")
+    report.plot_results([_row("a", 2, 30.0, 28.0), _row("b", 4, 27.0, 25.0)], tmp_path / "r.png")
     assert Image.open(tmp_path / "r.png").size == (1680, 540)  # 2 panels x 7 in, 4.5 in, at 120 dpi
 
 

@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.metrics import structural_similarity
 
+from binsr import metrics
 from binsr.imresize import imresize, modcrop
 from binsr.metrics import psnr_y, rgb_to_y, ssim_y
 
@@ -94,3 +96,17 @@ def test_bicubic_baseline_matches_published_values(dataset):
             assert abs(psnr - paper_psnr) <= 0.03 and abs(ssim - paper_ssim) <= 0.001
         else:
             assert 0 <= psnr - paper_psnr <= 0.1 and 0 <= ssim - paper_ssim <= 0.003
+
+
+def test_strips_give_the_whole_image_metrics(monkeypatch):
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-9, 10, hr.shape), 0, 255).astype(np.uint8)
+    y_sr, y_hr = rgb_to_y(sr)[3:-3, 3:-3], rgb_to_y(hr)[3:-3, 3:-3]
+    whole_ssim = structural_similarity(y_sr, y_hr, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                       data_range=255.0)  # fmt: skip
+    whole_psnr = 10 * np.log10(255.0**2 / np.mean((y_sr - y_hr) ** 2))
+    assert ssim_y(sr, hr, 3) == whole_ssim and psnr_y(sr, hr, 3) == whole_psnr  # one strip: the same calls
+    monkeypatch.setattr(metrics, "STRIP", 7)  # 55 rows in 8 strips
+    assert ssim_y(sr, hr, 3) == pytest.approx(whole_ssim, rel=1e-14)
+    assert psnr_y(sr, hr, 3) == pytest.approx(whole_psnr, rel=1e-14)

@@ -1,6 +1,6 @@
-import argparse
 import math
 import os
+import signal
 import socket
 
 import numpy as np
@@ -10,16 +10,11 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from binsr import checkpoint
+from binsr.cli import build_parser, main, train_config
 from binsr.data import PatchSampler
-from binsr.train import (
-    Progress,
-    TrainConfig,
-    add_train_arguments,
-    learning_rate,
-    resolve_device,
-    train,
-    train_command,
-)
+from binsr.distributed import resolve_device
+from binsr.folders import claim_run
+from binsr.train import Progress, TrainConfig, TrainingInterrupted, learning_rate, train
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 
@@ -135,17 +130,95 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(images,
 
 
 def test_command_line_trains_the_model_it_names(images, tmp_path):
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    args = parser.parse_args([
-        "--model", "edsr-proposed", "--scale", "3", "--n-feats", "4", "--n-blocks", "1", "--att-bin", "spatial",
-        "--steps", "2", "--lr-patch", "8", "--batch-size", "2", "--train-set", images, "--val-sets",
-        "--betas", "0.8", "0.9", "--out", str(tmp_path / "cli"),
-    ])  # fmt: skip
-    result = train_command(args)
-    assert result.step == 2 and result.val == []
-    assert result.model.config["kwargs"]["att_bin"] == "spatial" and result.model.scale == 3
-    assert checkpoint.load(tmp_path / "cli" / "last.pt")["config"]["betas"] == (0.8, 0.9)
+    assert main([
+        "train", "--model", "edsr-proposed", "--scale", "3", "--n-feats", "4", "--n-blocks", "1", "--att-bin",
+        "spatial", "--steps", "2", "--lr-patch", "8", "--batch-size", "2", "--train-set", images, "--val-sets",
+        "--betas", "0.8", "0.9", "--out", str(tmp_path / "cli"), "--no-compile",
+    ]) == 0  # fmt: skip
+    state = checkpoint.load(tmp_path / "cli" / "last.pt")
+    assert state["step"] == 2 and state["metrics"]["val"] == []
+    assert state["model"]["kwargs"]["att_bin"] == "spatial" and state["model"]["kwargs"]["scale"] == 3
+    assert state["config"]["betas"] == (0.8, 0.9) and state["config"]["val_sets"] == ()
+
+
+def test_train_options_are_the_config_fields_with_their_defaults():
+    args = build_parser().parse_args(["train", "--model", "edsr-fp", "--train", "photos-train", "--val", "a", "b"])
+    assert train_config(args) == TrainConfig(train_set="photos-train", val_sets=("a", "b"))
+    assert train_config(build_parser().parse_args(["train", "--model", "edsr-fp"])) == TrainConfig()
+
+
+def test_a_folder_that_holds_a_run_is_refused_unless_resumed_or_overwritten(images, tmp_path):
+    config = _config(images, steps=2, val_sets=())
+    first = train("edsr-fp", TINY, config, tmp_path)
+    with pytest.raises(ValueError, match=r"already holds a run \(.*last\.pt\); expected --resume .* or --overwrite"):
+        train("edsr-bbcu", TINY, config, tmp_path)
+    assert checkpoint.load(tmp_path / "last.pt")["model"]["name"] == "edsr-fp"  # untouched
+    assert train("edsr-fp", TINY, config, tmp_path, resume=True).step == 2
+    second = train("edsr-fp", TINY, _config(images, steps=2, val_sets=(), seed=1), tmp_path, overwrite=True)
+    assert checkpoint.load(tmp_path / "last.pt")["config"]["seed"] == 1
+    assert not _same_tensors(first.model.state_dict(), second.model.state_dict())
+    with pytest.raises(ValueError, match="resume and overwrite are both set"):
+        train("edsr-fp", TINY, config, tmp_path, resume=True, overwrite=True)
+
+
+def test_a_second_trainer_is_refused_naming_the_holder(images, tmp_path):
+    seen = []
+    with claim_run(tmp_path / "run"), pytest.raises(ValueError, match=rf"in use by pid {os.getpid()} on "):
+        train("edsr-fp", TINY, _config(images), tmp_path / "run", callback=seen.append)
+    assert seen == []
+    assert train("edsr-fp", TINY, _config(images, steps=1), tmp_path / "run").step == 1  # released
+
+
+def test_an_output_folder_under_a_file_fails_before_the_first_step(images, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    seen = []
+    with pytest.raises(ValueError, match=r"cannot create folder .*file/run: .*file is a file; expected a folder$"):
+        train("edsr-fp", TINY, _config(images), tmp_path / "file" / "run", callback=seen.append)
+    assert seen == []
+    assert main(["train", "--model", "edsr-fp", "--out", str(tmp_path / "file" / "run")]) == 2
+    assert capsys.readouterr().err.startswith("binsr train: error: cannot create folder ")
+
+
+def _signal_at(step: int, signum: int):
+    def callback(progress: Progress) -> None:
+        if progress.step == step:
+            os.kill(os.getpid(), signum)
+
+    return callback
+
+
+def test_ctrl_c_saves_the_step_in_flight_and_resumes_bit_exactly(images, tmp_path):
+    config = _config(images, val_sets=(), checkpoint_interval=100)
+    whole = train("edsr-bbcu", TINY, config, tmp_path / "whole")
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train("edsr-bbcu", TINY, config, tmp_path / "parts", callback=_signal_at(2, signal.SIGINT))
+    # the signal lands after step 2; step 3, already under way when it is seen, completes and is saved
+    assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "parts" / "last.pt"
+    assert checkpoint.load(tmp_path / "parts" / "last.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    resumed = train("edsr-bbcu", TINY, config, tmp_path / "parts", resume=True)
+    assert _same_tensors(resumed.model.state_dict(), whole.model.state_dict())
+
+
+def test_sigterm_from_the_command_line_exits_130_with_one_line(images, tmp_path, capsys, monkeypatch):
+    original = PatchSampler.batch
+
+    def terminated(self, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, step)
+
+    monkeypatch.setattr(PatchSampler, "batch", terminated)
+    out = tmp_path / "run"
+    args = ["train", "--model", "edsr-fp", "--n-feats", "4", "--n-blocks", "1", "--steps", "5", "--lr-patch", "8",
+            "--batch-size", "2", "--train", images, "--val-sets", "--out", str(out), "--no-compile"]  # fmt: skip
+    assert main(args) == 130
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after the progress bar's
+    assert last_line == (
+        f"binsr train: interrupted; step 2 saved to {out / 'last.pt'}; run the same command with --resume to continue"
+    )
+    assert checkpoint.load(out / "last.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def _ddp_worker(rank: int, world: int, port: int, images: str, out: str) -> None:
