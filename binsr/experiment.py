@@ -84,14 +84,25 @@ def run_variant(variant: Variant, scale: int, steps: int, lr: float, out_dir: Pa
     )  # fmt: skip
     run_dir = out_dir / "runs" / f"{variant.label}-x{scale}"
     result = train(variant.model, {**BACKBONE, **variant.kwargs}, config, run_dir, resume=True)
-    stats = summary(result.model)
+    return run_row(variant.label, result.checkpoint)
+
+
+def run_row(label: str, run_checkpoint: str | Path) -> dict:
+    """One row of the results from a finished run's checkpoint (as `binsr train` writes it): what was trained,
+    how, its cost (15), (16) and its final validation."""
+    state = checkpoint.load(run_checkpoint)
+    config, metrics = state.get("config"), state.get("metrics", {})
+    if config is None or state["step"] != config["steps"] or not metrics.get("val"):
+        raise ValueError(f"{run_checkpoint} is not a finished, validated run (step {state['step']})")
+    model = checkpoint.load_model(run_checkpoint)
+    stats = summary(model)
     return {
-        "label": variant.label, "model": variant.model, "arguments": result.model.config["kwargs"],
-        "scale": scale, "steps": steps, "lr": lr, "train_set": train_set,
-        "train_seconds": result.train_seconds, "params": stats.params, "ops": stats.ops,
+        "label": label, "model": state["model"]["name"], "arguments": state["model"]["kwargs"],
+        "scale": config["scale"], "steps": config["steps"], "lr": config["lr"], "train_set": config["train_set"],
+        "train_seconds": metrics["train_seconds"], "params": stats.params, "ops": stats.ops,
         "packed_bytes": stats.packed_bytes,
-        "val": _by_set(result.val),
-        "checkpoint": str(result.checkpoint),
+        "val": _by_set(metrics["val"]),
+        "checkpoint": str(run_checkpoint),
     }  # fmt: skip
 
 
@@ -198,13 +209,17 @@ def _shipped_name(row: dict, best: str) -> str | None:
 def ship(rows: list[dict], assets_dir: str | Path = checkpoint.ASSETS) -> dict:
     """Copy the checkpoints worth shipping (see `_shipped_name`) into `assets_dir`, without optimizer state, with
     `manifest.json` (for `binsr.checkpoint.pretrained`) and the experiment's `results.json` (for notebook 09)."""
-    assets_dir = Path(assets_dir)
     best = best_proposed(rows)
-    manifest = {"models": {}}
-    for row in rows:
-        name = _shipped_name(row, best)
-        if name is None:
-            continue
+    named = {name: row for row in rows if (name := _shipped_name(row, best)) is not None}
+    return ship_rows(named, rows, assets_dir, replace=True)
+
+
+def ship_rows(named: dict[str, dict], results: list[dict], assets_dir: str | Path, replace: bool = False) -> dict:
+    """Copy each run of `named` ({asset name: row}) into `assets_dir` without optimizer state and enter it in
+    `manifest.json` (all entries replaced, or only these updated); write `results` as `results.json`."""
+    assets_dir = Path(assets_dir)
+    manifest = {"models": {}} if replace else checkpoint.read_manifest(assets_dir)
+    for name, row in named.items():
         path = assets_dir / f"{name}.pt"
         info = {key: row[key] for key in ("label", "train_set", "steps", "lr", "train_seconds", "val")}
         checkpoint.save(path, checkpoint.load_model(row["checkpoint"]), row["steps"], metrics=info)
@@ -214,6 +229,6 @@ def ship(rows: list[dict], assets_dir: str | Path = checkpoint.ASSETS) -> dict:
         }  # fmt: skip
     (assets_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     # local run paths mean nothing in a clone
-    results = [{key: value for key, value in row.items() if key != "checkpoint"} for row in rows]
+    results = [{key: value for key, value in row.items() if key != "checkpoint"} for row in results]
     (assets_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return manifest

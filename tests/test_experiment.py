@@ -106,6 +106,24 @@ def test_grid_tunes_trains_reports_resumes_and_ships(tmp_path, data_root, monkey
     models, missing = load_shipped(assets)
     assert list(models) == list(SHIPPED) and missing == []
 
+    # one longer run replaces its shipped entry and leaves the others as they are
+    again = experiment.run_row("EDSR-BBCU", rows[2]["checkpoint"])
+    assert again == rows[2]
+    updated = experiment.ship_rows({"edsr-bbcu-x2": {**again, "label": "BBCU again"}}, [again], assets)
+    assert list(updated["models"]) == list(manifest["models"])
+    assert updated["models"]["edsr-bbcu-x2"]["label"] == "BBCU again"
+    assert updated["models"]["edsr-fp-x4"] == manifest["models"]["edsr-fp-x4"]
+    assert json.loads((assets / "results.json").read_text()) == [{k: v for k, v in again.items() if k != "checkpoint"}]
+
+
+def test_run_row_refuses_an_unfinished_run(tmp_path):
+    from binsr.models import create_model
+
+    model = create_model("edsr-fp", scale=2, n_feats=4, n_blocks=1)
+    path = checkpoint.save(tmp_path / "last.pt", model, 3, config={"steps": 10}, metrics={"val": []})
+    with pytest.raises(ValueError, match=r"last.pt is not a finished, validated run \(step 3\)"):
+        experiment.run_row("x", path)
+
 
 def test_side_by_side_figure_has_a_full_view_and_a_crop_per_panel():
     from binsr.viz import side_by_side_figure
