@@ -102,7 +102,7 @@ def build(isa: str) -> ctypes.CDLL:
     library = ctypes.CDLL(str(path))
     library.binsr_pack.argtypes = [_POINTER] * 3 + [_INT] * 4 + [ctypes.c_int]
     library.binsr_pack.restype = None
-    library.binsr_conv.argtypes = [_POINTER] * 9 + [_INT] * 7 + [ctypes.c_int] * 2
+    library.binsr_conv.argtypes = [_POINTER] * 9 + [_INT] * 7 + [ctypes.c_int]
     library.binsr_conv.restype = None
     return library
 

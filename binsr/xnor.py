@@ -44,10 +44,6 @@ from binsr import native
 KERNELS: tuple[str, ...] = ("avx512", "avx2", "portable")
 KERNEL_SIZES = (1, 3)
 VECTOR_BYTES = 64  # weights hold whole 64-byte vectors of output channels (zero-padded), for the widest kernel
-# A new output map at least this large is written past the caches (streaming stores): the next op reads it
-# once, and a normal store would first read every line of it from memory (measured: the 64-channel conv at 256x256
-# 1.2-1.5x faster, the 32-channel one at 128x128 1.3x, AVX-512).
-STREAM_BYTES = 1 << 20
 BLOCK = 4  # output channels per register block of the portable kernel
 U = np.uint64
 
@@ -168,9 +164,9 @@ def setup(kernel: str = "auto") -> str:
     """Choose the conv kernel of this process and return one line naming the CPU, its ISA features and the kernel.
 
     `kernel` is "auto" (the first of KERNELS that runs here) or a name from KERNELS, e.g. "avx2" to measure
-    that path on an AVX-512 machine. A native kernel is compiled on first use and cached. The CLI (`binsr
-    bench`, `binsr export`), `binsr.bench` and notebook 10 call this first; code that does not gets "auto" at
-    its first packed conv. The choice changes nothing else in the process.
+    that path on an AVX-512 machine. A native kernel is compiled on first use and cached. `binsr bench` and
+    notebook 10 call this first and print the line; code that does not gets "auto" at its first packed conv.
+    Nothing else in the process changes: no environment variable, no thread setting.
     """
     global _kernel
     if kernel == "auto":
@@ -205,8 +201,8 @@ def _threads() -> int:
 
 
 def _numba_threads() -> None:
-    # numba's "omp" layer would share torch's libgomp and reset its thread count; its work queue does not.
-    # The layer is fixed when numba starts its threads, i.e. at the first portable kernel.
+    # numba's own work-queue threads leave torch's OpenMP runtime and its thread count alone, which its "omp"
+    # layer may not. The layer is fixed when numba starts its threads: at the first portable kernel.
     if numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "workqueue"
     numba.set_num_threads(min(_threads(), numba.config.NUMBA_NUM_THREADS))
@@ -214,14 +210,6 @@ def _numba_threads() -> None:
 
 def _pointer(array: np.ndarray | None) -> int | None:
     return None if array is None else array.ctypes.data
-
-
-def _empty_aligned(shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised float32 array starting on a 64-byte boundary, as streaming stores need."""
-    count = int(np.prod(shape))
-    buffer = np.empty(count + VECTOR_BYTES // 4, np.float32)
-    start = -buffer.ctypes.data % VECTOR_BYTES // 4
-    return buffer[start : start + count].reshape(shape)
 
 
 # ---- packing --------------------------------------------------------------------------------------------------
@@ -268,8 +256,7 @@ def xnor_conv(
     for name, array in (("residual", residual), ("out", out)):
         if array is not None and (array.shape != shape or array.dtype != np.float32 or not array.flags.c_contiguous):
             raise ValueError(f"{name} is {array.shape} {array.dtype}; expected C-contiguous {shape} float32")
-    stream = out is None and residual is None and 4 * int(np.prod(shape)) >= STREAM_BYTES
-    out = _empty_aligned(shape) if out is None else out
+    out = np.empty(shape, np.float32) if out is None else out
     nxt = None
     if next_threshold is not None:
         next_threshold = np.ascontiguousarray(next_threshold, np.float32)
@@ -305,7 +292,6 @@ def xnor_conv(
             conv.out_channels,
             conv.bits.shape[3],
             conv.kernel_size,
-            stream,
             _threads(),
         )
     return out, nxt

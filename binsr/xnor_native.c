@@ -52,7 +52,6 @@ typedef __m512 fvec;
 INLINE __mmask16 fmask(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
 INLINE fvec fload(const float *p, int64_t n) { return _mm512_maskz_loadu_ps(fmask(n), p); }
 INLINE void fstore(float *p, fvec v, int64_t n) { _mm512_mask_storeu_ps(p, fmask(n), v); }
-INLINE void fstream(float *p, fvec v) { _mm512_stream_ps(p, v); }
 INLINE fvec fadd(fvec a, fvec b) { return _mm512_add_ps(a, b); }
 INLINE fvec fsub(fvec a, fvec b) { return _mm512_sub_ps(a, b); }
 INLINE fvec fmul(fvec a, fvec b) { return _mm512_mul_ps(a, b); }
@@ -110,7 +109,6 @@ INLINE void fstore(float *p, fvec v, int64_t n) {
     if (n >= 8) _mm256_storeu_ps(p, v);
     else _mm256_maskstore_ps(p, fmask(n), v);
 }
-INLINE void fstream(float *p, fvec v) { _mm256_stream_ps(p, v); }
 INLINE fvec fadd(fvec a, fvec b) { return _mm256_add_ps(a, b); }
 INLINE fvec fsub(fvec a, fvec b) { return _mm256_sub_ps(a, b); }
 INLINE fvec fmul(fvec a, fvec b) { return _mm256_mul_ps(a, b); }
@@ -183,7 +181,6 @@ typedef struct {
     float *out;                  /* (N, H, W, O) */
     const float *next_threshold; /* (O), or NULL: no packed output */
     char *next;                  /* (N, H+2, W+2, words(O)) packed map for the next layer */
-    int stream;                  /* write `out` past the caches (it is large, and read once by the next op) */
 } Conv;
 
 /* counts[p * opad + o] (+)= sum over steps j of popcount(a_j ^ w_j) for TILE_VECTORS (or 1, with `single`) output
@@ -234,10 +231,7 @@ INLINE void output_stage(const Conv *c, const int32_t *counts, int64_t case_inde
             v = fadd(fprelu(fsub(v, fload(gamma, n)), fload(beta, n)), fload(zeta, n));
         }
         if (residual) v = fadd(v, fload(c->residual + pixel * channels + o, n));
-        if (c->stream && n >= FLANES && (uintptr_t)(out + o) % (FLANES * 4) == 0)
-            fstream(out + o, v); /* no read for ownership of a line that is only written */
-        else
-            fstore(out + o, v, n);
+        fstore(out + o, v, n);
         if (next) {
             bits |= (uint64_t)fgreater(v, fload(c->next_threshold + o, n)) << (o % 64);
             bits = put_word(next, o, channels, bits);
@@ -281,7 +275,6 @@ INLINE void conv_row(const Conv *c, int64_t row, const int wide, const int rprel
             output_stage(c, counts + p * c->opad, row_case * 4 + col_case, row * width + x, next, rprelu, residual);
         }
     }
-    if (c->stream) _mm_sfence(); /* the streamed stores are visible before the row counts as done */
 }
 
 /* conv_row with the word size and the stage's options as constants, one function for each combination (OpenMP
@@ -296,14 +289,14 @@ static const RowFunction ROWS[8] = {row_000, row_001, row_010, row_011, row_100,
 void binsr_conv(const char *act, const char *weights, const int32_t *base, const float *alpha, const float *rprelu,
                 const float *residual, float *out, const float *next_threshold, char *next, int64_t n_img,
                 int64_t height, int64_t width, int64_t channels, int64_t out_channels, int64_t opad, int64_t k,
-                int stream, int threads) {
+                int threads) {
     const int64_t bytes = word_bytes(channels), words = words_of(channels), map_row = (width + 2) * words * bytes;
     int64_t offsets[k * k * words];
     for (int64_t t = 0; t < k * k; t++)
         for (int64_t w = 0; w < words; w++)
             offsets[t * words + w] = (t / k) * map_row + (t % k) * words * bytes + w * bytes;
     const Conv c = {act, weights, offsets, height, width, channels, out_channels, opad, k * k * words, k,
-                    base, alpha, rprelu, residual, out, next_threshold, next, stream};
+                    base, alpha, rprelu, residual, out, next_threshold, next};
     const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];
     /* waking the other threads costs more than a small map's work */
     const int parallel = threads > 1 && n_img * height > 1 && n_img * height * width * out_channels * k * k >= PARALLEL_WORK;

@@ -186,9 +186,3 @@ def test_importing_binsr_changes_nothing_in_the_process():
             "print(before == dict(os.environ))")  # fmt: skip
     assert run_python(code) == "True"
 
-
-@pytest.mark.parametrize("channels,size", [(64, 64), (32, 96)])
-def test_large_outputs_stream_past_the_cache_exactly(channels, size, kernel):
-    # outputs of at least STREAM_BYTES are written with streaming stores
-    assert channels * size * size * 4 >= xnor.STREAM_BYTES
-    assert_accumulators_equal(*random_case(channels, channels, 3, size, size, seed=size))
