@@ -91,8 +91,8 @@ INLINE vec vcount(vec acc, vec a, vec w, int wide) {
 }
 INLINE void vflush(int32_t *counts, vec acc, int wide, int first) {
     if (wide) { /* sum of the 8 bytes of each 64-bit lane, then the low halves of the four lanes */
-        vec sums = _mm256_sad_epu8(acc, _mm256_setzero_si256());
-        __m128i c = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(sums, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+        const vec low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+        __m128i c = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(acc, vzero()), low_halves));
         if (!first) c = _mm_add_epi32(c, _mm_loadu_si128((const __m128i *)counts));
         _mm_storeu_si128((__m128i *)counts, c);
     } else { /* bytes -> pairs (16 bit) -> 32-bit lanes */
@@ -103,7 +103,9 @@ INLINE void vflush(int32_t *counts, vec acc, int wide, int first) {
 }
 typedef __m256 fvec;
 #define FLANES 8
-INLINE __m256i fmask(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+INLINE __m256i fmask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 INLINE fvec fload(const float *p, int64_t n) { return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, fmask(n)); }
 INLINE void fstore(float *p, fvec v, int64_t n) {
     if (n >= 8) _mm256_storeu_ps(p, v);
@@ -159,7 +161,8 @@ static int64_t word_bytes(int64_t channels) { return channels <= 32 ? 4 : 8; }
 void binsr_pack(const float *x, const float *threshold, char *packed, int64_t n_img, int64_t height, int64_t width,
                 int64_t channels, int threads) {
     const int64_t pixel_bytes = words_of(channels) * word_bytes(channels);
-    const int parallel = threads > 1 && n_img * height > 1 && n_img * height * width * channels >= PARALLEL_WORK;
+    const int64_t work = n_img * height * width * channels;
+    const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t row = 0; row < n_img * height; row++) {
         const int64_t n = row / height, y = row % height;
@@ -299,7 +302,8 @@ void binsr_conv(const char *act, const char *weights, const int32_t *base, const
                     base, alpha, rprelu, residual, out, next_threshold, next};
     const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];
     /* waking the other threads costs more than a small map's work */
-    const int parallel = threads > 1 && n_img * height > 1 && n_img * height * width * out_channels * k * k >= PARALLEL_WORK;
+    const int64_t work = n_img * height * width * out_channels * k * k;
+    const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t row = 0; row < n_img * height; row++) row_function(&c, row);
 }
