@@ -1,9 +1,9 @@
 """The native XNOR kernels (`binsr/xnor_native.c`): what this CPU can run, and the compiled library for each ISA.
 
 The C source is compiled on first use with the system's C compiler (`$CC`, else gcc or cc), once per instruction
-set and source version, into `$XDG_CACHE_HOME/binsr` (default `~/.cache/binsr`); later processes load the cached
-library in milliseconds. Without a compiler, or where the build fails, `build` raises `NativeUnavailable` with the
-reason and `binsr.xnor` runs its portable numba kernels instead.
+set and source version, into `$XDG_CACHE_HOME/binsr/kernels` (default `~/.cache/binsr/kernels`); later processes
+load the cached library in milliseconds. Without a compiler, or where the build fails, `build` raises
+`NativeUnavailable` with the reason and `binsr.xnor` runs its portable numba kernels instead.
 
 OpenMP comes from gcc's libgomp, the runtime torch's Linux wheels bundle under the same name (libgomp.so.1): the
 loader keeps one copy per process, so the kernel's parallel rows run on torch's own worker threads. Those spin
@@ -72,8 +72,8 @@ def missing_features(isa: str) -> list[str]:
 
 
 def cache_dir() -> Path:
-    """Where compiled kernels are kept: $XDG_CACHE_HOME/binsr, default ~/.cache/binsr."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "binsr"
+    """Where compiled kernels are kept: $XDG_CACHE_HOME/binsr/kernels, default ~/.cache/binsr/kernels."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "binsr" / "kernels"
 
 
 def compiler() -> str | None:

@@ -175,10 +175,10 @@ def test_native_kernels_compile_once_into_the_cache(tmp_path):
         pytest.skip("no native kernel runs here")
     code = f"from binsr import xnor; xnor.setup({best!r}); print('ok')"
     assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"
-    built = list((tmp_path / "binsr").iterdir())
+    built = list((tmp_path / "binsr" / "kernels").iterdir())
     assert [p.name.startswith(f"xnor-{best}-") and p.suffix == ".so" for p in built] == [True]
     assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"  # loaded, not built again
-    assert list((tmp_path / "binsr").iterdir()) == built
+    assert list((tmp_path / "binsr" / "kernels").iterdir()) == built
 
 
 def test_importing_binsr_changes_nothing_in_the_process():
