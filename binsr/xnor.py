@@ -30,6 +30,7 @@ The C kernels are compiled on first use and cached (`binsr.native`). Every kerne
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, replace
 
 import numba
@@ -178,9 +179,12 @@ def setup(kernel: str = "auto") -> str:
 
 
 def current_kernel() -> str:
-    """The kernel that packed convs run on (chosen by `setup`, "auto" if it was not called)."""
+    """The kernel that packed convs run on (chosen by `setup`, "auto" if it was not called; a fall-back to the
+    portable kernel on an x86 CPU with AVX2 then warns once, with the reason)."""
     if _kernel is None:
-        setup()
+        line = setup()
+        if _kernel == "portable" and not native.missing_features("avx2"):
+            warnings.warn(line, RuntimeWarning, stacklevel=2)
     return _kernel
 
 

@@ -162,11 +162,20 @@ def run_python(code: str, **env: str) -> str:
 
 
 def test_without_a_compiler_the_portable_kernel_runs_and_says_why(tmp_path):
-    line = run_python("from binsr import xnor; print(xnor.setup())", CC=str(tmp_path / "no-cc"),
-                      XDG_CACHE_HOME=str(tmp_path))  # fmt: skip
+    code = """if True:
+        import numpy as np
+        from binsr import xnor
+        packed = xnor.pack_activations(np.ones((1, 1, 1, 3), np.float32), np.zeros(3))  # the first packed op
+        print(packed[0, 1, 1, 0])
+        print(xnor.describe())"""
+    env = {**os.environ, "CC": str(tmp_path / "no-cc"), "XDG_CACHE_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True)
+    word, line = result.stdout.splitlines()
+    assert word == "7"  # three +1 bits, packed by the portable kernel
     assert "XNOR kernel: portable (numba)" in line
     if not native.missing_features("avx2"):
         assert f"avx2: cannot run the C compiler {tmp_path / 'no-cc'}" in line
+        assert f"RuntimeWarning: {line}" in result.stderr  # said once, at the first packed op
 
 
 def test_native_kernels_compile_once_into_the_cache(tmp_path):
