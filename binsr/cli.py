@@ -195,12 +195,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import time
 
-    from binsr.bench import format_bench, kernel_popcounts, run_bench
+    from binsr import xnor
+    from binsr.bench import THREAD_GOAL, format_bench, run_bench, thread_scaling
 
-    for channels in (64, 32):
-        print(f"popcount instructions in the {channels}-channel 3x3 kernel: {kernel_popcounts(channels)}")
+    print(xnor.setup(args.kernel))
     clock = time.process_time if args.cpu_time else time.perf_counter
     print(format_bench(run_bench(threads=tuple(args.threads), repeats=args.repeats, clock=clock)))
+    for n in (n for n in args.threads if n > 1):
+        scaling = thread_scaling(n, repeats=args.repeats)
+        print(f"XNOR conv 64->64 @256x256 on {n} threads: {scaling:.2f}x its 1-thread speed (goal {THREAD_GOAL}x)")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -280,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=7, help="runs per case; the median is reported (default 7)")
     p.add_argument("--cpu-time", action="store_true",
                    help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
+    p.add_argument("--kernel", default="auto",
+                   help="XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or portable (default auto)")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")

@@ -1,26 +1,29 @@
 """Export a trained binary SR model (edsr-bbcu, edsr-proposed, bbcu-l, bbcu-m) to a `.binsr` file.
 
-The file is an uncompressed numpy .npz (loads with allow_pickle=False): binary convs as their sign bits, one
-bit per weight (np.packbits of W > 0 in (O, C, k, k) order), RSign thresholds, alpha and RPReLU as float32;
-full-precision convs, attention and the unit scales a1/a2 as float32; and the architecture as a JSON
-program, a list of ops that `binsr.runtime.PackedModel` interprets in order, mirroring the model's forward.
+The model's forward becomes a program of `binsr.runtime` ops that `binsr.runtime.PackedModel` runs in order:
+binary convs as their sign bits, one bit per weight (np.packbits of W > 0 in (O, C, k, k) order), with RSign
+thresholds, alpha and RPReLU in float32; full-precision convs, attention and the unit scales a1/a2 in float32.
+Whatever the ops cannot represent exactly (a stride, a padding mode other than zeros, an unknown module) is
+refused with an error, never approximated. The file is an uncompressed numpy .npz (loads with
+allow_pickle=False), written atomically.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from binsr import xnor
-from binsr.attention import PixelAttention, SpatialAttention, SqueezeExcitation
+from binsr import runtime, xnor
+from binsr.attention import ATTENTION_KINDS, make_attention
 from binsr.binary import BinaryConv2d
 from binsr.blocks import AttentiveBinaryUnit, BBCUUnit, BinaryUpsampleUnit
 from binsr.models import EDSR, SRResNet
-from binsr.runtime import FORMAT
+from binsr.runtime import Op
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -39,137 +42,143 @@ def pack_binary_conv(conv: BinaryConv2d) -> xnor.PackedConv:
     return xnor.pack_conv(_numpy(conv.weight), _numpy(conv.scale()), rprelu_rows(conv))
 
 
-class _Writer:
-    """Collects the arrays of the file under unique names."""
+def conv_op(name: str, conv: nn.Module) -> runtime.Conv:
+    """An nn.Conv2d as a runtime Conv; refuses what F.conv2d with one zero padding would not reproduce."""
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"{name}: expected an nn.Conv2d, got {type(conv).__name__}")
+    padding = conv.padding
+    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        raise ValueError(f"{name}: only stride-1, undilated, ungrouped convs are exported; got {conv}")
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"{name}: padding_mode {conv.padding_mode!r} is not exported; expected 'zeros'")
+    if isinstance(padding, str) or padding[0] != padding[1]:
+        raise ValueError(f"{name}: padding {padding!r} is not exported; expected the same number on each side")
+    bias = None if conv.bias is None else _numpy(conv.bias)
+    return runtime.Conv(name, _numpy(conv.weight), bias, padding[0])
 
-    def __init__(self):
-        self.arrays: dict[str, np.ndarray] = {}
 
-    def add(self, name: str, array: np.ndarray) -> str:
-        if name in self.arrays:
-            raise ValueError(f"array name {name!r} is used twice")
-        self.arrays[name] = array
-        return name
+def binary_conv_op(name: str, conv: BinaryConv2d) -> runtime.BinaryConv:
+    """A BinaryConv2d as its sign bits, threshold, alpha and RPReLU rows."""
+    k = conv.kernel_size
+    if k not in xnor.KERNEL_SIZES or conv.padding != k // 2:
+        raise ValueError(f"{name}: kernel size {k} with padding {conv.padding} is not exported; expected k in "
+                         f"{xnor.KERNEL_SIZES} with padding k // 2")  # fmt: skip
+    weight = _numpy(conv.weight)
+    return runtime.BinaryConv(
+        name, np.packbits(weight > 0), weight.shape, _numpy(conv.rsign.threshold), _numpy(conv.scale()),
+        rprelu_rows(conv),
+    )  # fmt: skip
 
-    def conv(self, name: str, conv: nn.Conv2d) -> dict:
-        if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
-            raise ValueError(f"{name}: only stride-1, undilated, ungrouped convs are exported; got {conv}")
-        bias = None if conv.bias is None else self.add(f"{name}.bias", _numpy(conv.bias))
-        return {"weight": self.add(f"{name}.weight", _numpy(conv.weight)), "bias": bias, "padding": conv.padding[0]}
 
-    def binary_conv(self, name: str, conv: BinaryConv2d) -> dict:
-        rprelu = rprelu_rows(conv)
-        return {
-            "signs": self.add(f"{name}.signs", np.packbits(_numpy(conv.weight) > 0)),
-            "shape": list(conv.weight.shape),
-            "threshold": self.add(f"{name}.threshold", _numpy(conv.rsign.threshold)),
-            "alpha": self.add(f"{name}.alpha", _numpy(conv.scale())),
-            "rprelu": None if rprelu is None else self.add(f"{name}.rprelu", rprelu),
-        }
-
-    def attention(self, name: str, module: nn.Module) -> dict:
-        if isinstance(module, nn.Identity):
-            return {"kind": "none"}
-        if isinstance(module, SqueezeExcitation):
-            return {
-                "kind": "se",
-                "gate": module.gate.form,
-                "reduce": self.conv(f"{name}.reduce", module.fc1),
-                "expand": self.conv(f"{name}.expand", module.fc2),
-            }
-        if isinstance(module, (SpatialAttention, PixelAttention)):
-            return {
-                "kind": "pixel" if isinstance(module, PixelAttention) else "spatial",
-                "gate": module.gate.form,
-                "conv": self.conv(f"{name}.conv", module.conv),
-            }
+def attention_op(name: str, module: nn.Module, channels: int) -> runtime.Attention:
+    """An attention module as kind, gate form and state dict; refused unless `make_attention` rebuilds it exactly."""
+    kind = next((k for k in ATTENTION_KINDS if type(module) is type(make_attention(k, channels))), None)
+    if kind is None:
         raise ValueError(f"{name}: cannot export attention module {type(module).__name__}")
+    gate = module.gate.form if kind != "none" else "sigmoid"
+    op = runtime.Attention(name, kind, gate, channels, {k: _numpy(v) for k, v in module.state_dict().items()})
+    try:
+        rebuilt = op.module
+    except RuntimeError as error:  # load_state_dict: other shapes, e.g. another SE reduction
+        raise ValueError(f"{name}: {type(module).__name__} does not fit make_attention({kind!r}, {channels}): "
+                         f"{str(error).splitlines()[-1].strip()}") from None  # fmt: skip
+    if str(rebuilt) != str(module):
+        raise ValueError(f"{name}: {module} differs from what the runtime would build, {rebuilt}")
+    return op
 
 
-def _unit_op(writer: _Writer, name: str, unit: nn.Module) -> dict:
-    if isinstance(unit, BBCUUnit):
-        return {"op": "bbcu_unit", "conv": writer.binary_conv(f"{name}.conv", unit.conv)}
-    if isinstance(unit, AttentiveBinaryUnit):
-        return {
-            "op": "attentive_unit",
-            "conv": writer.binary_conv(f"{name}.conv", unit.conv),
-            "att_bin": writer.attention(f"{name}.att_bin", unit.att_bin),
-            "att_res": writer.attention(f"{name}.att_res", unit.att_res),
-            "a1": writer.add(f"{name}.a1", _numpy(unit.a1)),
-            "a2": writer.add(f"{name}.a2", _numpy(unit.a2)),
-        }
-    raise ValueError(f"{name}: cannot export body unit {type(unit).__name__}; expected BBCU or attentive units")
-
-
-def _body_ops(writer: _Writer, blocks: nn.Module) -> list[dict]:
-    return [_unit_op(writer, f"body.{b}.{u}", unit) for b, block in enumerate(blocks) for u, unit in enumerate(block)]
-
-
-def edsr_program(model: EDSR, writer: _Writer) -> list[dict]:
-    """EDSR.forward as ops: input scaling, head, binary units, body conv + long skip, upsampler, tail."""
-    mean = writer.add("rgb_mean", _numpy(model.rgb_mean))
-    ops = [{"op": "normalize", "mean": mean, "k": model.k}, {"op": "conv", **writer.conv("head", model.head)}]
-    *blocks, body_conv = model.body
-    ops += [{"op": "push"}, *_body_ops(writer, blocks), {"op": "conv", **writer.conv("body_conv", body_conv)}]
-    ops.append({"op": "add_popped"})
-    for i, stage in enumerate(model.upsampler):
-        if isinstance(stage, nn.Conv2d):
-            ops.append({"op": "conv", **writer.conv(f"upsampler.{i}", stage)})
+def unit_ops(units: list[tuple[str, nn.Module]]) -> list[Op]:
+    """Named binary units as ops; consecutive BBCU units become one BBCUUnits op (packed from unit to unit)."""
+    ops: list[Op] = []
+    for name, unit in units:
+        if isinstance(unit, BBCUUnit):
+            conv = binary_conv_op(f"{name}.conv", unit.conv)
+            if ops and isinstance(ops[-1], runtime.BBCUUnits):
+                ops[-1] = runtime.BBCUUnits((*ops[-1].convs, conv))
+            else:
+                ops.append(runtime.BBCUUnits((conv,)))
+        elif isinstance(unit, AttentiveBinaryUnit):
+            channels = unit.conv.in_channels
+            ops.append(runtime.AttentiveUnit(
+                name, binary_conv_op(f"{name}.conv", unit.conv),
+                attention_op(f"{name}.att_bin", unit.att_bin, channels),
+                attention_op(f"{name}.att_res", unit.att_res, channels), _numpy(unit.a1), _numpy(unit.a2),
+            ))  # fmt: skip
         else:
-            ops.append({"op": "pixel_shuffle", "factor": stage.upscale_factor})
-    ops += [{"op": "conv", **writer.conv("tail", model.tail)}, {"op": "denormalize", "mean": mean, "k": model.k}]
+            raise ValueError(f"{name}: cannot export body unit {type(unit).__name__}; expected BBCU or attentive units")
     return ops
 
 
-def srresnet_program(model: SRResNet, writer: _Writer) -> list[dict]:
-    """SRResNet.forward as ops (BBCU-L, BBCU-M): k*x, conv_first, binary body, upsampling, conv_hr, conv_last,
-    plus the bilinearly upsampled k*x, all / k."""
-    lrelu = {"op": "leaky_relu", "slope": model.lrelu.negative_slope}
-    ops = [{"op": "multiply", "k": model.k}, {"op": "push"}]
-    ops += [{"op": "conv", **writer.conv("conv_first", model.conv_first)}, lrelu, *_body_ops(writer, model.body)]
+def _blocks(prefix: str, blocks: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The units of a body of blocks (each a sequence of units) with their module names."""
+    return [(f"{prefix}.{b}.{u}", unit) for b, block in enumerate(blocks) for u, unit in enumerate(block)]
+
+
+def edsr_program(model: EDSR) -> list[Op]:
+    """EDSR.forward as ops: input scaling, head, binary units, body conv + long skip, upsampler, tail."""
+    mean = _numpy(model.rgb_mean)
+    ops: list[Op] = [runtime.Normalize("rgb_mean", mean, model.k), conv_op("head", model.head), runtime.Push()]
+    *blocks, body_conv = model.body
+    ops += [*unit_ops(_blocks("body", blocks)), conv_op(f"body.{len(blocks)}", body_conv), runtime.AddPopped()]
     for i, stage in enumerate(model.upsampler):
-        if isinstance(stage, BinaryUpsampleUnit):
-            conv = writer.binary_conv(f"upsampler.{i}.conv", stage.conv)
-            ops.append({"op": "binary_upsample_unit", "conv": conv, "factor": stage.factor})
-        elif isinstance(stage, nn.Conv2d):
-            ops.append({"op": "conv", **writer.conv(f"upsampler.{i}", stage)})
-        elif isinstance(stage, nn.PixelShuffle):
-            ops.append({"op": "pixel_shuffle", "factor": stage.upscale_factor})
+        if isinstance(stage, nn.PixelShuffle):
+            ops.append(runtime.PixelShuffle(stage.upscale_factor))
         else:
-            ops.append({"op": "leaky_relu", "slope": stage.negative_slope})
+            ops.append(conv_op(f"upsampler.{i}", stage))
+    return [*ops, conv_op("tail", model.tail), runtime.Denormalize("rgb_mean", mean, model.k)]
+
+
+def _leaky_relu(name: str, module: nn.Module) -> runtime.LeakyReLU:
+    if not isinstance(module, nn.LeakyReLU):
+        raise ValueError(f"{name}: expected an nn.LeakyReLU, got {type(module).__name__}")
+    return runtime.LeakyReLU(module.negative_slope)
+
+
+def srresnet_program(model: SRResNet) -> list[Op]:
+    """SRResNet.forward as ops (BBCU-L, BBCU-M): k*x, conv_first, binary body, upsampling, conv_hr, conv_last,
+    plus the upsampled k*x, all / k."""
+    lrelu = _leaky_relu("lrelu", model.lrelu)
+    ops: list[Op] = [runtime.Multiply(model.k), runtime.Push(), conv_op("conv_first", model.conv_first), lrelu]
+    ops += unit_ops(_blocks("body", model.body))
+    for i, stage in enumerate(model.upsampler):
+        name = f"upsampler.{i}"
+        if isinstance(stage, BinaryUpsampleUnit):
+            ops.append(runtime.BinaryUpsampleUnit(binary_conv_op(f"{name}.conv", stage.conv), stage.factor))
+        elif isinstance(stage, nn.PixelShuffle):
+            ops.append(runtime.PixelShuffle(stage.upscale_factor))
+        elif isinstance(stage, nn.LeakyReLU):
+            ops.append(_leaky_relu(name, stage))
+        else:
+            ops.append(conv_op(name, stage))
     if isinstance(model.conv_hr, BBCUUnit):
-        ops.append(_unit_op(writer, "conv_hr", model.conv_hr))
+        ops += unit_ops([("conv_hr", model.conv_hr)])
     else:
-        ops.append({"op": "conv", **writer.conv("conv_hr", model.conv_hr)})
-    ops += [lrelu, {"op": "conv", **writer.conv("conv_last", model.conv_last)}]
+        ops.append(conv_op("conv_hr", model.conv_hr))
+    ops += [lrelu, conv_op("conv_last", model.conv_last)]
     skip = model.image_skip
-    ops.append(
-        {
-            "op": "add_popped_upsampled",
-            "factor": skip.scale_factor,
-            "mode": skip.mode,
-            "align_corners": skip.align_corners,
-        }
-    )
-    return [*ops, {"op": "divide", "k": model.k}]
+    if not isinstance(skip, nn.Upsample) or skip.size is not None:
+        raise ValueError(f"image_skip: expected an nn.Upsample by a scale factor, got {skip}")
+    return [*ops, runtime.AddPoppedUpsampled(skip.scale_factor, skip.mode, skip.align_corners), runtime.Divide(model.k)]
 
 
 def export_model(model: nn.Module, path: str | Path) -> Path:
-    """Write `model` (a binary EDSR or SRResNet, used in eval mode) to `path` as a .binsr file."""
+    """Write `model` (a binary EDSR or SRResNet, used in eval mode) to `path` as a .binsr file, atomically."""
     programs = {EDSR: edsr_program, SRResNet: srresnet_program}
     if type(model) not in programs:
         raise ValueError(f"export supports EDSR and SRResNet models; got {type(model).__name__}")
     if not any(isinstance(m, BinaryConv2d) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no binary layers; export is for binary models")
-    writer = _Writer()
-    architecture = {
-        "format": FORMAT,
-        "scale": model.scale,
-        "config": getattr(model, "config", None),
-        "program": programs[type(model)](model, writer),
-    }
+    program = programs[type(model)](model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:  # a file object keeps numpy from appending ".npz" to the name
-        np.savez(f, architecture=np.frombuffer(json.dumps(architecture).encode(), np.uint8), **writer.arrays)
+    # Through a temporary file in the same folder, renamed over the target: a crash never leaves half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:  # a file object keeps numpy from appending ".npz" to the name
+            runtime.save_program(f, model.scale, getattr(model, "config", None), program)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a packed model is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

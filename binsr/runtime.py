@@ -1,148 +1,330 @@
 """Run a `.binsr` file (see `binsr.export`) with the XNOR engine; needs numpy, numba and torch, no training code.
 
-Binary units run in `binsr.xnor` on NHWC maps; runs of BBCU units stay packed between units, each one fusing
-alpha, RPReLU, the residual add and the next unit's RSign. Full-precision ops (head, body conv, upsampler,
-tail, attention) run as torch.nn.functional calls on NCHW tensors, the same calls in the same layout as the
-float model, so they round the same way: every binary layer sees the float model's input bit for bit.
+A packed model is a program: a list of ops, the small frozen dataclasses below, each holding its arrays and run
+by its own `__call__(x, state)` on an NCHW tensor. `binsr.export` builds them from a model, `save_program` and
+`load_packed` write and read them; the file stores each op as JSON (its class name and fields) with its arrays
+beside it, named after the module they came from.
+
+Binary units run in `binsr.xnor` on NHWC maps; a run of BBCU units (one `BBCUUnits` op) stays packed between
+units, each one fusing alpha, RPReLU, the residual add and the next unit's RSign. Full-precision ops (head, body
+conv, upsampler, tail) are the float model's torch.nn.functional calls on NCHW tensors with the same layout, and
+attention is the `binsr.attention` module itself, so every op rounds like the float model: the packed model's
+output equals the float model's bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from binsr import xnor
-from binsr.attention import Gate
+from binsr.attention import make_attention
 
-FORMAT = "binsr-packed-1"
+FORMAT = "binsr-packed-2"
 
 
-@dataclass(frozen=True)
-class BinaryLayer:
-    """A binary conv as the runtime holds it: the RSign threshold of its input and the packed conv."""
-
-    threshold: np.ndarray
-    conv: xnor.PackedConv
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(array)
 
 
 def _to_nhwc(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+    """A C-contiguous NHWC copy of x: never a view, since the binary units update their map in place."""
+    return x.permute(0, 2, 3, 1).numpy().copy(order="C")
 
 
 def _to_nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    """An NCHW copy with the standard strides, which the float model's tensors have even for 1x1 maps (torch
+    may choose another conv algorithm, rounding differently, for other strides)."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
+
+
+@dataclass
+class State:
+    """What the ops of one run share: the stack of skip tensors, and the optional trace of binary layers."""
+
+    stack: list[torch.Tensor] = field(default_factory=list)
+    trace: list | None = None
+
+
+# ---- full-precision ops ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Conv:
+    """nn.Conv2d with stride 1, no dilation or groups, zero padding."""
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    padding: int
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return F.conv2d(x, _tensor(self.weight), _tensor(self.bias), padding=self.padding)
+
+
+@dataclass(frozen=True, eq=False)
+class Normalize:
+    """EDSR's input: (x - mean) * k."""
+
+    name: str
+    mean: np.ndarray
+    k: float
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return (x - _tensor(self.mean)) * self.k
+
+
+@dataclass(frozen=True, eq=False)
+class Denormalize:
+    """EDSR's output: x / k + mean."""
+
+    name: str
+    mean: np.ndarray
+    k: float
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return x / self.k + _tensor(self.mean)
+
+
+@dataclass(frozen=True)
+class Multiply:
+    """x * k (SRResNet's input)."""
+
+    k: float
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return x * self.k
+
+
+@dataclass(frozen=True)
+class Divide:
+    """x / k (SRResNet's output)."""
+
+    k: float
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return x / self.k
+
+
+@dataclass(frozen=True)
+class LeakyReLU:
+    slope: float
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return F.leaky_relu(x, self.slope)
+
+
+@dataclass(frozen=True)
+class PixelShuffle:
+    factor: int
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return F.pixel_shuffle(x, self.factor)
+
+
+@dataclass(frozen=True)
+class Push:
+    """Keep x for a later skip connection."""
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        state.stack.append(x)
+        return x
+
+
+@dataclass(frozen=True)
+class AddPopped:
+    """EDSR's long skip: the pushed tensor + x."""
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        return state.stack.pop() + x
+
+
+@dataclass(frozen=True)
+class AddPoppedUpsampled:
+    """SRResNet's image skip: x + the pushed tensor interpolated by `factor`."""
+
+    factor: float
+    mode: str
+    align_corners: bool | None
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        skip = state.stack.pop()
+        return x + F.interpolate(skip, scale_factor=self.factor, mode=self.mode, align_corners=self.align_corners)
+
+
+@dataclass(frozen=True, eq=False)
+class Attention:
+    """A `binsr.attention` module ("none" is the identity), rebuilt from its kind, gate form and state dict."""
+
+    name: str
+    kind: str
+    gate: str
+    channels: int
+    state: dict[str, np.ndarray]
+
+    @functools.cached_property
+    def module(self) -> nn.Module:
+        module = make_attention(self.kind, self.channels, self.gate)
+        module.load_state_dict({key: torch.from_numpy(array) for key, array in self.state.items()})
+        return module.eval()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+# ---- binary ops -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class BinaryConv:
+    """A BinaryConv2d: RSign thresholds, sign bits (np.packbits of W > 0 in (O, C, k, k) order), alpha, RPReLU."""
+
+    name: str
+    signs: np.ndarray
+    shape: tuple[int, int, int, int]
+    threshold: np.ndarray
+    alpha: np.ndarray
+    rprelu: np.ndarray | None  # (3, O): gamma, beta, zeta
+
+    @functools.cached_property
+    def packed(self) -> xnor.PackedConv:
+        """The conv in XNOR-kernel form."""
+        signs = np.unpackbits(self.signs, count=int(np.prod(self.shape))).reshape(self.shape)
+        return xnor.pack_conv(np.where(signs, 1.0, -1.0).astype(np.float32), self.alpha, self.rprelu)
+
+    def branch(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        """RPReLU(BinaryConv(x)), NCHW in and out."""
+        packed = xnor.pack_activations(_to_nhwc(x), self.threshold)
+        if state.trace is not None:
+            state.trace.append((self, packed))
+        return _to_nchw(xnor.xnor_conv(packed, self.packed)[0])
+
+
+@dataclass(frozen=True, eq=False)
+class BBCUUnits:
+    """Consecutive BBCU units (8), x <- x + RPReLU(BinaryConv(x)), in place on one NHWC map packed between units."""
+
+    convs: tuple[BinaryConv, ...]
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        y = _to_nhwc(x)
+        packed = xnor.pack_activations(y, self.convs[0].threshold)
+        for conv, following in zip(self.convs, (*self.convs[1:], None), strict=True):
+            if state.trace is not None:
+                state.trace.append((conv, packed))
+            threshold = None if following is None else following.threshold
+            y, packed = xnor.xnor_conv(packed, conv.packed, residual=y, next_threshold=threshold, out=y)
+        return _to_nchw(y)
+
+
+@dataclass(frozen=True, eq=False)
+class AttentiveUnit:
+    """Eq. (12): a1 * Att_b(RPReLU(BinaryConv(x))) + a2 * Att_r(x)."""
+
+    name: str
+    conv: BinaryConv
+    att_bin: Attention
+    att_res: Attention
+    a1: np.ndarray
+    a2: np.ndarray
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        branch = self.att_bin(self.conv.branch(x, state))
+        return _tensor(self.a1) * branch + _tensor(self.a2) * self.att_res(x)
+
+
+@dataclass(frozen=True, eq=False)
+class BinaryUpsampleUnit:
+    """Eq. (13): PixelShuffle(RPReLU(BinaryConv(x))) + nearest_up(x)."""
+
+    conv: BinaryConv
+    factor: int
+
+    def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
+        branch = F.pixel_shuffle(self.conv.branch(x, state), self.factor)
+        return branch + F.interpolate(x, scale_factor=self.factor, mode="nearest")
+
+
+Op = (
+    Conv | Normalize | Denormalize | Multiply | Divide | LeakyReLU | PixelShuffle | Push | AddPopped
+    | AddPoppedUpsampled | BBCUUnits | AttentiveUnit | BinaryUpsampleUnit
+)  # fmt: skip
+TYPES = {cls.__name__: cls for cls in (*Op.__args__, Attention, BinaryConv)}
+
+
+# ---- the model and its file -----------------------------------------------------------------------------------
 
 
 class PackedModel:
     """An exported model; `model(lr)` maps an (N, 3, h, w) float image in [0, 1] to its super-resolution."""
 
-    def __init__(self, architecture: dict, arrays: dict[str, np.ndarray]):
-        if architecture.get("format") != FORMAT:
-            raise ValueError(f"architecture format {architecture.get('format')!r} is not {FORMAT!r}")
-        self.scale, self.config, self.program = architecture["scale"], architecture["config"], architecture["program"]
-        self.tensors = {name: torch.from_numpy(array) for name, array in arrays.items() if array.dtype == np.float32}
-        self.binary = {
-            op["conv"]["signs"]: self._binary_layer(op["conv"], arrays)
-            for op in self.program
-            if op["op"] in ("bbcu_unit", "attentive_unit", "binary_upsample_unit")
-        }
-
-    @staticmethod
-    def _binary_layer(spec: dict, arrays: dict[str, np.ndarray]) -> BinaryLayer:
-        shape = tuple(spec["shape"])
-        signs = np.unpackbits(arrays[spec["signs"]], count=int(np.prod(shape))).reshape(shape)
-        rprelu = None if spec["rprelu"] is None else arrays[spec["rprelu"]]
-        conv = xnor.pack_conv(np.where(signs, 1.0, -1.0).astype(np.float32), arrays[spec["alpha"]], rprelu)
-        return BinaryLayer(arrays[spec["threshold"]], conv)
-
-    def _conv(self, x: torch.Tensor, spec: dict) -> torch.Tensor:
-        bias = None if spec["bias"] is None else self.tensors[spec["bias"]]
-        return F.conv2d(x, self.tensors[spec["weight"]], bias, padding=spec["padding"])
-
-    def _attention(self, x: torch.Tensor, spec: dict) -> torch.Tensor:
-        """x * m(x), with the op sequence of binsr.attention."""
-        if spec["kind"] == "none":
-            return x
-        gate = Gate(spec.get("gate", "sigmoid"))
-        if spec["kind"] == "se":
-            hidden = F.relu(self._conv(F.adaptive_avg_pool2d(x, 1), spec["reduce"]))
-            return x * gate(self._conv(hidden, spec["expand"]))
-        return x * gate(self._conv(x, spec["conv"]))
-
-    def _bbcu_units(self, x: torch.Tensor, layers: list[BinaryLayer], trace: list | None) -> torch.Tensor:
-        """x <- x + RPReLU(BinaryConv(x)) for each layer, in place on one NHWC map, packed between units."""
-        y = _to_nhwc(x)
-        packed = xnor.pack_activations(y, layers[0].threshold)
-        for i, layer in enumerate(layers):
-            if trace is not None:
-                trace.append((layer, packed))
-            following = layers[i + 1].threshold if i + 1 < len(layers) else None
-            y, packed = xnor.xnor_conv(packed, layer.conv, residual=y, next_threshold=following, out=y)
-        return _to_nchw(y)
-
-    def _binary_branch(self, x: torch.Tensor, op: dict, trace: list | None) -> torch.Tensor:
-        """RPReLU(BinaryConv(x)) of the op's binary conv, NCHW."""
-        layer = self.binary[op["conv"]["signs"]]
-        packed = xnor.pack_activations(_to_nhwc(x), layer.threshold)
-        if trace is not None:
-            trace.append((layer, packed))
-        return _to_nchw(xnor.xnor_conv(packed, layer.conv)[0])
+    def __init__(self, scale: int, config: dict | None, program: list[Op]):
+        self.scale, self.config, self.program = scale, config, program
 
     def __call__(self, lr: torch.Tensor, trace: list | None = None) -> torch.Tensor:
-        """Super-resolve `lr`; with `trace`, append (BinaryLayer, packed input) for every binary layer run."""
+        """Super-resolve `lr`; with `trace`, append (BinaryConv, packed input) for every binary layer run."""
         if lr.dim() != 4 or lr.shape[1] != 3:
             raise ValueError(f"expected an (N, 3, h, w) image batch, got shape {tuple(lr.shape)}")
         return self.run(lr.float().contiguous(), self.program, trace)
 
     @torch.no_grad()
-    def run(self, x: torch.Tensor, ops: list[dict], trace: list | None = None) -> torch.Tensor:
+    def run(self, x: torch.Tensor, ops: list[Op], trace: list | None = None) -> torch.Tensor:
         """Apply `ops` (the program or a slice of it, e.g. the body) to the NCHW map x; `trace` as in __call__."""
-        stack, i = [], 0
-        while i < len(ops):
-            op = ops[i]
-            if op["op"] == "bbcu_unit":  # a run of BBCU units stays packed from one unit to the next
-                end = i
-                while end < len(ops) and ops[end]["op"] == "bbcu_unit":
-                    end += 1
-                x = self._bbcu_units(x, [self.binary[u["conv"]["signs"]] for u in ops[i:end]], trace)
-                i = end
-                continue
-            if op["op"] == "attentive_unit":  # a1 * Att_b(RPReLU(BinaryConv(x))) + a2 * Att_r(x)
-                branch = self._attention(self._binary_branch(x, op, trace), op["att_bin"])
-                x = self.tensors[op["a1"]] * branch + self.tensors[op["a2"]] * self._attention(x, op["att_res"])
-            elif op["op"] == "binary_upsample_unit":  # PixelShuffle(RPReLU(BinaryConv(x))) + nearest_up(x)
-                branch = F.pixel_shuffle(self._binary_branch(x, op, trace), op["factor"])
-                x = branch + F.interpolate(x, scale_factor=op["factor"], mode="nearest")
-            elif op["op"] == "conv":
-                x = self._conv(x, op)
-            elif op["op"] == "normalize":
-                x = (x - self.tensors[op["mean"]]) * op["k"]
-            elif op["op"] == "denormalize":
-                x = x / op["k"] + self.tensors[op["mean"]]
-            elif op["op"] == "multiply":
-                x = x * op["k"]
-            elif op["op"] == "divide":
-                x = x / op["k"]
-            elif op["op"] == "leaky_relu":
-                x = F.leaky_relu(x, op["slope"])
-            elif op["op"] == "push":
-                stack.append(x)
-            elif op["op"] == "add_popped":
-                x = stack.pop() + x
-            elif op["op"] == "add_popped_upsampled":
-                mode, corners = op["mode"], op["align_corners"]
-                x = x + F.interpolate(stack.pop(), scale_factor=op["factor"], mode=mode, align_corners=corners)
-            elif op["op"] == "pixel_shuffle":
-                x = F.pixel_shuffle(x, op["factor"])
-            else:
-                raise ValueError(f"unknown op {op['op']!r} in the program")
-            i += 1
+        state = State(trace=trace)
+        for op in ops:
+            x = op(x, state)
         return x
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray], name: str) -> Any:
+    """JSON for `value`; its arrays go to `arrays` under `name`.field (`name` is the enclosing op's own name)."""
+    if dataclasses.is_dataclass(value):
+        name = getattr(value, "name", name)
+        encoded = {"type": type(value).__name__}
+        for f in dataclasses.fields(value):
+            encoded[f.name] = _encode(getattr(value, f.name), arrays, f"{name}.{f.name}")
+        return encoded
+    if isinstance(value, np.ndarray):
+        if name in arrays and arrays[name] is not value:
+            raise ValueError(f"two different arrays are named {name!r}")
+        arrays[name] = value
+        return {"array": name}
+    if isinstance(value, dict):
+        return {key: _encode(item, arrays, f"{name}.{key}") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item, arrays, name) for item in value]
+    return value
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, list):
+        return tuple(_decode(item, arrays) for item in value)
+    if not isinstance(value, dict):
+        return value
+    if "array" in value:
+        return arrays[value["array"]]
+    decoded = {key: _decode(item, arrays) for key, item in value.items() if key != "type"}
+    if "type" not in value:
+        return decoded
+    if value["type"] not in TYPES:
+        raise ValueError(f"unknown op {value['type']!r} in the program; expected one of {', '.join(TYPES)}")
+    return TYPES[value["type"]](**decoded)
+
+
+def save_program(file: BinaryIO, scale: int, config: dict | None, program: list[Op]) -> None:
+    """Write a program to an open binary file as an uncompressed .npz: the JSON architecture and the arrays."""
+    arrays: dict[str, np.ndarray] = {}
+    architecture = {"format": FORMAT, "scale": scale, "config": config, "program": _encode(program, arrays, "")}
+    np.savez(file, architecture=np.frombuffer(json.dumps(architecture).encode(), np.uint8), **arrays)
 
 
 def load_packed(path: str | Path) -> PackedModel:
@@ -154,4 +336,7 @@ def load_packed(path: str | Path) -> PackedModel:
         arrays = {name: npz[name] for name in npz.files}
     if "architecture" not in arrays:
         raise ValueError(f"{path} is not a {FORMAT} file (no architecture)")
-    return PackedModel(json.loads(arrays.pop("architecture").tobytes()), arrays)
+    architecture = json.loads(arrays.pop("architecture").tobytes())
+    if architecture.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {architecture.get('format')!r}; expected {FORMAT!r} (export it again)")
+    return PackedModel(architecture["scale"], architecture["config"], list(_decode(architecture["program"], arrays)))

@@ -1,10 +1,9 @@
-"""Bit-packed XNOR + popcount engine for BinaryConv2d: packing, the conv kernel, and its fused output stage.
+"""Bit-packed XNOR + popcount engine for BinaryConv2d: packing, the conv kernels, and their fused output stage.
 
-Activations are packed along channels: pixel (y, x) holds ceil(C/64) uint64 words, bit b of word w being
-+1 iff x[64w + b] > threshold (RSign exactly, so NaN and ties give -1 = bit 0). Weights are packed the same
-way per output channel and tap. For ±1 vectors of length K,  a . b = K - 2 popcount(a XOR b). With C <= 32
-a word's high half would be empty, so the kernel pairs taps instead: tap 2i of the 3x3 window in the low half,
-tap 2i+1 in the high half of one word (5 popcounts for 9 taps); the packed map itself stays one pixel a word.
+Activations are packed along channels: pixel (y, x) holds one uint32 word for C <= 32 channels, else ceil(C/64)
+uint64 words, bit b of word w being +1 iff x[bits*w + b] > threshold (RSign exactly, so NaN and ties give -1 =
+bit 0). Weights are packed the same way per output channel and tap. For ±1 vectors of length K,
+a . b = K - 2 popcount(a XOR b).
 
 Zero padding has no 1-bit code, so a packed map carries a one-pixel border of +1 and the kernel subtracts what
 the border contributed: an out-of-image tap of output channel o adds sum_c sign(W[o, c, tap]), a constant
@@ -13,119 +12,71 @@ that constant, so  accumulator = base[row case, column case, o] - 2 popcount  eq
 tensors with zero padding exactly. Padding bits beyond C are 0 in activations and weights alike: no count.
 
 The fused stage computes, per output, float32(accumulator) * alpha -> RPReLU -> + residual in float32 in the
-torch op order (no fastmath: contracting to FMA would change the rounding), and thresholds the result into
-the next layer's packed map, so a binary body reads and writes one float map per unit and nothing else.
+torch op order (never contracted to FMA, which would round differently), and thresholds the result into the
+next layer's packed map, so a binary body reads and writes one float map per unit and nothing else.
 
-Speed (measured with `binsr.bench` on a 2-core AVX2 VM, no AVX-512): register blocks are 1 pixel x 4 output
-channels, since the popcount rate, not loads, bounds the loop and larger pixel blocks only add spills; flat
-unsigned indices keep numba's negative-index fix-ups out of the loop; the word count and kernel size are
-compile-time constants so LLVM unrolls the taps. The inner loop is load, xor, popcnt, add per word (4.3
-instructions per popcount in the 64-channel kernel), close to the ~1 popcnt/cycle this core sustains.
-Where the target has AVX-512 VPOPCNTDQ the popcount is `llvm.ctpop`, which LLVM vectorizes into vpopcntq.
-Elsewhere on x86-64 it is scalar `popcnt` in inline asm: LLVM's AVX2 vector popcount (vpshufb nibble
-lookups) ran 2x slower than scalar popcnt here, and only opaque asm keeps the loop vectorizer off it.
-Assembly check (`binsr.bench.kernel_popcounts`): here the 3x3 kernel has 36 popcntq per 4-channel block
-at 64 channels (20 at 32, paired) and no vpshufb; cross-compiled for znver4 (NUMBA_CPU_NAME=znver4 and its
-AVX-512 features) the 64-channel kernel has vpopcntq (LLVM vectorizes across output blocks, gathering
-weights); that build cannot run on this machine, so it is untimed.
+Three kernels compute all this from the same packed maps and weights, bit-exact alike; `setup` picks one per
+process, by default the first of KERNELS that this machine runs:
+
+    "avx512"    C (`binsr/xnor_native.c`), AVX-512 with VPOPCNTDQ: a zmm holds one weight word of 16 (uint32) or
+                8 (uint64) output channels; one activation word, broadcast, is xored with it and vpopcnt-ed
+    "avx2"      the same C with ymm vectors and the popcount as two 4-bit table lookups (vpshufb)
+    "portable"  numba, any CPU and no compiler: 4 output channels at a time with scalar popcounts
+
+The C kernels are compiled on first use and cached (`binsr.native`). Every kernel uses as many threads as torch
+(torch.set_num_threads).
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # keeps torch's thread settings honoured
-
 import functools
-import platform
+import warnings
 from dataclasses import dataclass, replace
 
-import llvmlite.binding as llvm
+import numba
 import numpy as np
+import torch
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import config
 from numba.extending import intrinsic
 
-WORD_BITS = 64
-BLOCK = 4  # output channels per register block
+from binsr import native
+
+KERNELS: tuple[str, ...] = ("avx512", "avx2", "portable")
 KERNEL_SIZES = (1, 3)
+VECTOR_BYTES = 64  # weights hold whole 64-byte vectors of output channels (zero-padded), for the widest kernel
+BLOCK = 4  # output channels per register block of the portable kernel
 U = np.uint64
 
-# The features numba compiles for: the host's, unless NUMBA_CPU_NAME/NUMBA_CPU_FEATURES pick another target.
-VECTOR_POPCOUNT = "+avx512vpopcntdq" in (config.CPU_FEATURES or llvm.get_host_cpu_features().flatten())
-_ASM_POPCOUNT = platform.machine() in ("x86_64", "AMD64") and not VECTOR_POPCOUNT
-if _ASM_POPCOUNT:
-    llvm.initialize_native_asmparser()
+
+def word_bits(channels: int) -> int:
+    """Bits per packed word: 32 for up to 32 channels (a 64-bit word would be half empty), else 64."""
+    return 32 if channels <= 32 else 64
 
 
-@intrinsic
-def popcount(typingctx, x):
-    """Number of set bits of a uint64 as an int64: popcnt, or llvm.ctpop where it vectorizes to vpopcntq."""
-    if x != types.uint64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        if _ASM_POPCOUNT:
-            asm = ir.InlineAsm(ir.FunctionType(ir.IntType(64), [ir.IntType(64)]), "popcntq $1, $0", "=r,r")
-            return builder.call(asm, args)
-        return builder.call(builder.module.declare_intrinsic("llvm.ctpop", [args[0].type]), args)
-
-    # int64, not uint64: LLVM schedules signed accumulators with fewer spills (measured 25% faster).
-    return types.int64(types.uint64), codegen
+def word_dtype(channels: int) -> np.dtype:
+    """The packed words' dtype for `channels` channels: uint32 or uint64."""
+    return np.dtype(np.uint32 if channels <= 32 else np.uint64)
 
 
 def n_words(channels: int) -> int:
-    """uint64 words per pixel for `channels` packed channels."""
-    return -(-channels // WORD_BITS)
+    """Packed words per pixel for `channels` channels."""
+    return -(-channels // word_bits(channels))
+
+
+@functools.cache
+def _border(channels: int) -> np.ndarray:
+    """The words of a +1 pixel: a 1 bit for every real channel, 0 in the padding bits (as in the weights)."""
+    bits = np.zeros(n_words(channels) * word_bits(channels), bool)
+    bits[:channels] = True
+    return np.packbits(bits, bitorder="little").view(f"<u{word_bits(channels) // 8}").astype(word_dtype(channels))
 
 
 def empty_packed(n: int, height: int, width: int, channels: int) -> np.ndarray:
     """An (n, height+2, width+2, words) packed map with the +1 border set and the interior unset."""
-    border = np.zeros(n_words(channels) * WORD_BITS, bool)
-    border[:channels] = True  # +1 on every real channel; padding bits stay 0 as in the weights
-    border = np.packbits(border, bitorder="little").view("<u8").astype(U)
-    packed = np.empty((n, height + 2, width + 2, n_words(channels)), U)
+    packed = np.empty((n, height + 2, width + 2, n_words(channels)), word_dtype(channels))
+    border = _border(channels)
     packed[:, 0], packed[:, -1], packed[:, :, 0], packed[:, :, -1] = border, border, border, border
-    return packed
-
-
-@njit(cache=True)
-def _pack_pixel(values, at, threshold, packed, to):
-    """packed[to + w] = bits (values[at + c] > threshold[c]) of channels c = 64w .. 64w+63 (flat arrays)."""
-    channels = threshold.size
-    for w in range((channels + WORD_BITS - 1) // WORD_BITS):
-        word = U(0)
-        for b in range(min(WORD_BITS, channels - w * WORD_BITS)):
-            c = w * WORD_BITS + b
-            word |= U(values[at + U(c)] > threshold[c]) << U(b)
-        packed[to + U(w)] = word
-
-
-@njit(cache=True)
-def _packed_offset(n, y, x, height, width, words):
-    """Flat offset of interior pixel (n, y, x) in an (N, height+2, width+2, words) packed map."""
-    return ((U(n) * U(height + 2) + U(y + 1)) * U(width + 2) + U(x + 1)) * U(words)
-
-
-@njit(parallel=True, cache=True)
-def _pack_interior(x, threshold, packed):
-    n_img, height, width, channels = x.shape
-    flat_x, flat_packed = x.reshape(-1), packed.reshape(-1)
-    for row in prange(n_img * height):
-        n, y = row // height, row % height
-        for px in range(width):
-            to = _packed_offset(n, y, px, height, width, packed.shape[3])
-            _pack_pixel(flat_x, U((row * width + px) * channels), threshold, flat_packed, to)
-
-
-def pack_activations(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """RSign and pack an (N, H, W, C) float32 map (bit = x > threshold[c]) into (N, H+2, W+2, words) uint64."""
-    threshold = np.ascontiguousarray(threshold, np.float32)
-    if x.ndim != 4 or x.shape[3] != threshold.size or x.dtype != np.float32:
-        raise ValueError(f"expected an (N, H, W, {threshold.size}) float32 array, got {x.shape} {x.dtype}")
-    packed = empty_packed(x.shape[0], x.shape[1], x.shape[2], threshold.size)
-    _pack_interior(np.ascontiguousarray(x), threshold, packed)
     return packed
 
 
@@ -133,7 +84,8 @@ def pack_activations(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
 class PackedConv:
     """One BinaryConv2d in kernel form: sign(W) bits, the border table, alpha and RPReLU's (gamma, beta, zeta).
 
-    bits: (ceil(O/4), k, k*words, 4) uint64: word j of kernel row dy for output 4*block + q (O padded by 0s).
+    bits: (k, k, words, O') words: bits[dy, dx, w, o] is word w of tap (dy, dx) of output channel o, channel
+        bits*w + b in bit b; O' is O rounded up to whole 64-byte vectors (16 or 8 outputs), the extra outputs 0.
     base: (4, 4, O) int32 by (row case, column case); case bit 0 = first, bit 1 = last row/column.
     """
 
@@ -148,20 +100,10 @@ class PackedConv:
     def out_channels(self) -> int:
         return self.base.shape[2]
 
-    @property
-    def paired(self) -> bool:
-        """C <= 32 and several taps: a word's high half is empty, so the kernel puts two taps in one word."""
-        return self.in_channels <= WORD_BITS // 2 and self.kernel_size > 1
-
     @functools.cached_property
-    def kernel_words(self) -> np.ndarray:
-        """What the kernel reads, (blocks, words per output, 4): `bits` in tap order, or paired taps."""
-        taps = self.bits.reshape(self.bits.shape[0], -1, BLOCK)
-        if not self.paired:
-            return taps
-        if taps.shape[1] % 2:
-            taps = np.concatenate([taps, np.zeros_like(taps[:, :1])], axis=1)
-        return np.ascontiguousarray(taps[:, 0::2] | (taps[:, 1::2] << U(32)))
+    def pointers(self) -> tuple[int | None, ...]:
+        """Addresses of bits, base, alpha and rprelu for the native kernels (numpy's .ctypes is slow per call)."""
+        return tuple(map(_pointer, (self.bits, self.base, self.alpha, self.rprelu)))
 
 
 def pack_conv(weight: np.ndarray, alpha: np.ndarray | None = None, rprelu: np.ndarray | None = None) -> PackedConv:
@@ -169,11 +111,11 @@ def pack_conv(weight: np.ndarray, alpha: np.ndarray | None = None, rprelu: np.nd
     if weight.ndim != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] not in KERNEL_SIZES:
         raise ValueError(f"expected (O, C, k, k) weights with k in {KERNEL_SIZES}, got shape {weight.shape}")
     out_channels, channels, k, _ = weight.shape
-    words = n_words(channels)
-    positive = np.zeros((-(-out_channels // BLOCK) * BLOCK, k, k, words * WORD_BITS), bool)
+    bits = word_bits(channels)
+    lanes = VECTOR_BYTES * 8 // bits
+    positive = np.zeros((-(-out_channels // lanes) * lanes, k, k, n_words(channels) * bits), bool)
     positive[:out_channels, :, :, :channels] = weight.transpose(0, 2, 3, 1) > 0
-    bits = np.packbits(positive, axis=-1, bitorder="little").view("<u8").astype(U)
-    bits = bits.reshape(-1, BLOCK, k, k * words).transpose(0, 2, 3, 1)
+    words = np.packbits(positive, axis=-1, bitorder="little").view(f"<u{bits // 8}").astype(word_dtype(channels))
 
     tap_sums = np.where(weight > 0, 1, -1).sum(axis=1)  # (O, k, k): what a +1 border pixel adds
     base = np.empty((4, 4, out_channels), np.int32)
@@ -194,86 +136,107 @@ def pack_conv(weight: np.ndarray, alpha: np.ndarray | None = None, rprelu: np.nd
         rprelu = np.ascontiguousarray(rprelu, np.float32)
         if rprelu.shape != (3, out_channels):
             raise ValueError(f"rprelu has shape {rprelu.shape}; expected (3, {out_channels})")
-    return PackedConv(np.ascontiguousarray(bits), base, alpha, rprelu, channels, k)
+    return PackedConv(np.ascontiguousarray(words.transpose(1, 2, 3, 0)), base, alpha, rprelu, channels, k)
+
+
+# ---- which kernel runs ----------------------------------------------------------------------------------------
+
+_kernel: str | None = None  # chosen by setup
 
 
 @functools.cache
-def _conv_kernel(words: int, k: int, paired: bool):
-    """The fused kernel for `words` words per pixel and kernel size k; constants let LLVM unroll the taps.
+def kernel_problem(kernel: str) -> str | None:
+    """Why `kernel` cannot run on this machine (e.g. "the CPU lacks avx512vpopcntdq"), or None if it can.
 
-    paired (C <= 32, one word per pixel whose high half is empty): each kernel word holds two taps, tap 2i in
-    the low and tap 2i+1 in the high half, so 9 taps take 5 popcounts instead of 9.
+    A native kernel is compiled here if its cached build is missing, so a None is a kernel ready to run.
     """
-    row_words = k * words  # a kernel row's k pixels lie contiguously in a packed row
-    lead = 1 - k // 2  # the window's first row/column relative to the pixel, in the bordered map
-    rows, row_len = (1, (k * k + 1) // 2) if paired else (k, row_words)  # kernel words: rows x row_len
-
-    @njit(parallel=True, cache=True)
-    def kernel(act, bits, base, alpha, rprelu, residual, out, threshold, nxt):
-        # Flat arrays and unsigned offsets: numba fixes up negative indices on every signed access.
-        n_img, height, width, out_channels = out.shape
-        flat_act, flat_bits, flat_base = act.reshape(-1), bits.reshape(-1), base.reshape(-1)
-        flat_out, flat_res, flat_nxt = out.reshape(-1), residual.reshape(-1), nxt.reshape(-1)
-        map_row = U(act.shape[2] * words)
-        use_rprelu, use_residual, use_next = rprelu.size > 0, residual.size > 0, threshold.size > 0
-        gamma, beta, zeta = (rprelu[0], rprelu[1], rprelu[2]) if use_rprelu else (alpha, alpha, alpha)
-        for row in prange(n_img * height):
-            counts = np.empty(bits.shape[0] * BLOCK, np.int32)
-            stage = np.empty(out_channels, np.float32)
-            n, y = row // height, row % height
-            row_case = (y == 0) | ((y == height - 1) << 1)
-            for x in range(width):
-                col_case = (x == 0) | ((x == width - 1) << 1)
-                start = (U(n) * U(height + 2) + U(y + lead)) * map_row + U(x + lead) * U(words)
-                for block in range(bits.shape[0]):
-                    c0 = c1 = c2 = c3 = 0
-                    iw = U(block * rows * row_len * BLOCK)
-                    for dy in range(rows):
-                        for j in range(row_len):
-                            if paired:  # taps t and t + 1 (row-major over the window) share word j
-                                t = 2 * j
-                                a = flat_act[start + U(t // k) * map_row + U(t % k)]
-                                if t + 1 < k * k:
-                                    a |= flat_act[start + U((t + 1) // k) * map_row + U((t + 1) % k)] << U(32)
-                            else:
-                                a = flat_act[start + U(dy) * map_row + U(j)]
-                            c0 += popcount(a ^ flat_bits[iw])
-                            c1 += popcount(a ^ flat_bits[iw + U(1)])
-                            c2 += popcount(a ^ flat_bits[iw + U(2)])
-                            c3 += popcount(a ^ flat_bits[iw + U(3)])
-                            iw += U(BLOCK)
-                    counts[block * BLOCK], counts[block * BLOCK + 1] = c0, c1
-                    counts[block * BLOCK + 2], counts[block * BLOCK + 3] = c2, c3
-
-                # The output stage: one branch-free loop per op over the pixel's channels, which LLVM
-                # vectorizes (branching per output on the data mispredicts and costs more than the conv).
-                # It runs in `stage` so that `out` may be the residual itself.
-                pixel = U((row * width + x) * out_channels)
-                table = U((row_case * 4 + col_case) * out_channels)
-                for o in range(out_channels):
-                    # int32 so the conversion vectorizes (AVX2 has no int64 -> float32)
-                    stage[o] = np.float32(np.int32(flat_base[table + U(o)] - 2 * counts[o])) * alpha[o]
-                if use_rprelu:
-                    for o in range(out_channels):
-                        v = stage[o] - gamma[o]
-                        slope = beta[o]  # loaded outside the select so the loop if-converts
-                        stage[o] = (v if v > 0 else slope * v) + zeta[o]
-                if use_residual:
-                    for o in range(out_channels):
-                        stage[o] = stage[o] + flat_res[pixel + U(o)]
-                for o in range(out_channels):
-                    flat_out[pixel + U(o)] = stage[o]
-                if use_next:
-                    to = _packed_offset(n, y, x, height, width, nxt.shape[3])
-                    _pack_pixel(flat_out, pixel, threshold, flat_nxt, to)
-
-    return kernel
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown XNOR kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
+    if kernel == "portable":
+        return None
+    try:
+        native.build(kernel)
+    except native.NativeUnavailable as error:
+        return str(error)
+    return None
 
 
-_NO_RPRELU = np.empty((0, 0), np.float32)
-_NO_MAP = np.empty((0, 0, 0, 0), np.float32)
-_NO_THRESHOLD = np.empty(0, np.float32)
-_NO_PACKED = np.empty((0, 0, 0, 0), U)
+def setup(kernel: str = "auto") -> str:
+    """Choose the conv kernel of this process and return one line naming the CPU, its ISA features and the kernel.
+
+    `kernel` is "auto" (the first of KERNELS that runs here) or a name from KERNELS, e.g. "avx2" to measure
+    that path on an AVX-512 machine. A native kernel is compiled on first use and cached. `binsr bench` and
+    notebook 10 call this first and print the line; code that does not gets "auto" at its first packed conv.
+    Nothing else in the process changes: no environment variable, no thread setting.
+    """
+    global _kernel
+    if kernel == "auto":
+        kernel = next(name for name in KERNELS if kernel_problem(name) is None)
+    elif kernel_problem(kernel) is not None:
+        raise ValueError(f"XNOR kernel {kernel!r} cannot run here: {kernel_problem(kernel)}")
+    _kernel = kernel
+    return describe()
+
+
+def current_kernel() -> str:
+    """The kernel that packed convs run on (chosen by `setup`, "auto" if it was not called; a fall-back to the
+    portable kernel on an x86 CPU with AVX2 then warns once, with the reason)."""
+    if _kernel is None:
+        line = setup()
+        if _kernel == "portable" and not native.missing_features("avx2"):
+            warnings.warn(line, RuntimeWarning, stacklevel=2)
+    return _kernel
+
+
+def describe() -> str:
+    """One line: the CPU model, the ISA features found, the kernel in use, and why no faster one is."""
+    kernel = current_kernel()
+    why_not = [f"{name}: {kernel_problem(name) or 'not chosen'}" for name in KERNELS[: KERNELS.index(kernel)]]
+    where = "numba" if kernel == "portable" else f"C, cached in {native.cache_dir()}"
+    features = " ".join(sorted(native.cpu_features())) or "none of avx2/avx512"
+    return f"CPU {native.cpu_model()} | ISA {features} | XNOR kernel: {kernel} ({where})" + "".join(
+        f"; {reason}" for reason in why_not
+    )
+
+
+def _threads() -> int:
+    """The engine's thread count: torch's, so that one setting governs the whole packed model."""
+    return torch.get_num_threads()
+
+
+def _numba_threads() -> None:
+    # numba's own work-queue threads leave torch's OpenMP runtime and its thread count alone, which its "omp"
+    # layer may not. The layer is fixed when numba starts its threads: at the first portable kernel.
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
+    numba.set_num_threads(min(_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _pointer(array: np.ndarray | None) -> int | None:
+    return None if array is None else array.ctypes.data
+
+
+# ---- packing --------------------------------------------------------------------------------------------------
+
+
+def pack_activations(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """RSign and pack an (N, H, W, C) float32 map (bit = x > threshold[c]) into an (N, H+2, W+2, words) map."""
+    threshold = np.ascontiguousarray(threshold, np.float32)
+    if x.ndim != 4 or x.shape[3] != threshold.size or threshold.size == 0 or x.dtype != np.float32:
+        raise ValueError(f"expected an (N, H, W, {threshold.size}) float32 array, got {x.shape} {x.dtype}")
+    x = np.ascontiguousarray(x)
+    packed = empty_packed(x.shape[0], x.shape[1], x.shape[2], threshold.size)
+    if current_kernel() == "portable":
+        _numba_threads()
+        _pack_portable(x, threshold, packed)
+    else:
+        native.build(current_kernel()).binsr_pack(
+            _pointer(x), _pointer(threshold), _pointer(packed), *x.shape, _threads()
+        )
+    return packed
+
+
+# ---- the conv -------------------------------------------------------------------------------------------------
 
 
 def xnor_conv(
@@ -288,9 +251,11 @@ def xnor_conv(
     With `next_threshold`, also returns the result packed for the next binary layer (else None).
     `out` may be `residual` itself: the update is then in place.
     """
-    words = n_words(conv.in_channels)
-    if packed.ndim != 4 or packed.shape[3] != words or packed.dtype != U or not packed.flags.c_contiguous:
-        raise ValueError(f"expected a C-contiguous (N, H+2, W+2, {words}) uint64 packed map, got {packed.shape}")
+    words, dtype = n_words(conv.in_channels), word_dtype(conv.in_channels)
+    if packed.ndim != 4 or packed.shape[3] != words or packed.dtype != dtype or not packed.flags.c_contiguous:
+        raise ValueError(
+            f"expected a C-contiguous (N, H+2, W+2, {words}) {dtype} packed map, got {packed.shape} {packed.dtype}"
+        )
     shape = (packed.shape[0], packed.shape[1] - 2, packed.shape[2] - 2, conv.out_channels)
     for name, array in (("residual", residual), ("out", out)):
         if array is not None and (array.shape != shape or array.dtype != np.float32 or not array.flags.c_contiguous):
@@ -301,18 +266,38 @@ def xnor_conv(
         next_threshold = np.ascontiguousarray(next_threshold, np.float32)
         if next_threshold.shape != (conv.out_channels,):
             raise ValueError(f"next_threshold has shape {next_threshold.shape}; expected ({conv.out_channels},)")
-        nxt = empty_packed(shape[0], shape[1], shape[2], conv.out_channels)
-    _conv_kernel(words, conv.kernel_size, conv.paired)(
-        packed,
-        conv.kernel_words,
-        conv.base,
-        conv.alpha,
-        _NO_RPRELU if conv.rprelu is None else conv.rprelu,
-        _NO_MAP if residual is None else residual,
-        out,
-        _NO_THRESHOLD if next_threshold is None else next_threshold,
-        _NO_PACKED if nxt is None else nxt,
-    )
+        nxt = empty_packed(*shape[:3], conv.out_channels)
+    if current_kernel() == "portable":
+        _numba_threads()
+        k = conv.kernel_size
+        offsets = np.array(
+            [(dy * packed.shape[2] + dx) * words + w for dy in range(k) for dx in range(k) for w in range(words)]
+        )
+        _conv_portable(
+            packed,
+            conv.bits.reshape(-1, conv.bits.shape[3]),
+            offsets,
+            1 - k // 2,
+            conv.base,
+            conv.alpha,
+            _NO_RPRELU if conv.rprelu is None else conv.rprelu,
+            _NO_MAP if residual is None else residual,
+            out,
+            _NO_THRESHOLD if next_threshold is None else next_threshold,
+            _NO_PACKED if nxt is None else nxt,
+        )
+    else:
+        native.build(current_kernel()).binsr_conv(
+            _pointer(packed),
+            *conv.pointers,
+            *map(_pointer, (residual, out, next_threshold, nxt)),
+            *shape[:3],
+            conv.in_channels,
+            conv.out_channels,
+            conv.bits.shape[3],
+            conv.kernel_size,
+            _threads(),
+        )
     return out, nxt
 
 
@@ -320,3 +305,106 @@ def xnor_accumulators(packed: np.ndarray, conv: PackedConv) -> np.ndarray:
     """The integer accumulators conv(x_b, sign W) with zero padding, (N, H, W, O) int32."""
     raw = replace(conv, alpha=np.ones(conv.out_channels, np.float32), rprelu=None)
     return xnor_conv(packed, raw)[0].astype(np.int32)
+
+
+# ---- the portable kernels (numba) ------------------------------------------------------------------------------
+
+_NO_RPRELU = np.empty((0, 0), np.float32)
+_NO_MAP = np.empty((0, 0, 0, 0), np.float32)
+_NO_THRESHOLD = np.empty(0, np.float32)
+_NO_PACKED = np.empty((0, 0, 0, 0), np.uint32)
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint32 or uint64 word, as an int64 (llvm.ctpop)."""
+    if x not in (types.uint32, types.uint64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        count = builder.call(builder.module.declare_intrinsic("llvm.ctpop", [args[0].type]), args)
+        return count if x == types.uint64 else builder.zext(count, ir.IntType(64))
+
+    # int64, not uint64: LLVM schedules signed accumulators with fewer spills.
+    return types.int64(x), codegen
+
+
+@njit(cache=True)
+def _pack_pixel(values, at, threshold, packed, to):
+    """packed[to + w] = bits (values[at + c] > threshold[c]) of word w's channels (flat arrays)."""
+    channels = threshold.size
+    bits = 32 if channels <= 32 else 64
+    for w in range((channels + bits - 1) // bits):
+        word = U(0)
+        for b in range(min(bits, channels - w * bits)):
+            c = w * bits + b
+            word |= U(values[at + U(c)] > threshold[c]) << U(b)
+        packed[to + U(w)] = word  # a uint32 map keeps the low half, which holds all 32 channels
+
+
+@njit(cache=True)
+def _packed_offset(n, y, x, height, width, words):
+    """Flat offset of interior pixel (n, y, x) in an (N, height+2, width+2, words) packed map."""
+    return ((U(n) * U(height + 2) + U(y + 1)) * U(width + 2) + U(x + 1)) * U(words)
+
+
+@njit(parallel=True, cache=True)
+def _pack_portable(x, threshold, packed):
+    n_img, height, width, channels = x.shape
+    flat_x, flat_packed = x.reshape(-1), packed.reshape(-1)
+    for row in prange(n_img * height):
+        n, y = row // height, row % height
+        for px in range(width):
+            to = _packed_offset(n, y, px, height, width, packed.shape[3])
+            _pack_pixel(flat_x, U((row * width + px) * channels), threshold, flat_packed, to)
+
+
+@njit(parallel=True, cache=True)
+def _conv_portable(act, weights, offsets, lead, base, alpha, rprelu, residual, out, threshold, nxt):
+    """The fused conv; weights (steps, O') with step = (tap, word) at flat offset offsets[step] from the window."""
+    # Flat arrays and unsigned offsets: numba fixes up negative indices on every signed access.
+    n_img, height, width, out_channels = out.shape
+    words, padded = act.shape[3], weights.shape[1]
+    flat_act, flat_weights, flat_base = act.reshape(-1), weights.reshape(-1), base.reshape(-1)
+    flat_out, flat_res, flat_nxt = out.reshape(-1), residual.reshape(-1), nxt.reshape(-1)
+    use_rprelu, use_residual, use_next = rprelu.size > 0, residual.size > 0, threshold.size > 0
+    gamma, beta, zeta = (rprelu[0], rprelu[1], rprelu[2]) if use_rprelu else (alpha, alpha, alpha)
+    for row in prange(n_img * height):
+        counts = np.empty(padded, np.int32)
+        stage = np.empty(out_channels, np.float32)
+        n, y = row // height, row % height
+        row_case = (y == 0) | ((y == height - 1) << 1)
+        for x in range(width):
+            col_case = (x == 0) | ((x == width - 1) << 1)
+            start = U(((n * (height + 2) + y + lead) * (width + 2) + x + lead) * words)
+            for o in range(0, padded, BLOCK):
+                c0 = c1 = c2 = c3 = 0
+                for j in range(offsets.size):
+                    a = flat_act[start + U(offsets[j])]
+                    iw = U(j * padded + o)
+                    c0 += _popcount(a ^ flat_weights[iw])
+                    c1 += _popcount(a ^ flat_weights[iw + U(1)])
+                    c2 += _popcount(a ^ flat_weights[iw + U(2)])
+                    c3 += _popcount(a ^ flat_weights[iw + U(3)])
+                counts[o], counts[o + 1], counts[o + 2], counts[o + 3] = c0, c1, c2, c3
+
+            # The output stage: one branch-free loop per op over the pixel's channels, which LLVM vectorizes.
+            # It runs in `stage` so that `out` may be the residual itself.
+            pixel = U((row * width + x) * out_channels)
+            table = U((row_case * 4 + col_case) * out_channels)
+            for o in range(out_channels):
+                # int32 so the conversion vectorizes (AVX2 has no int64 -> float32)
+                stage[o] = np.float32(np.int32(flat_base[table + U(o)] - 2 * counts[o])) * alpha[o]
+            if use_rprelu:
+                for o in range(out_channels):
+                    v = stage[o] - gamma[o]
+                    slope = beta[o]  # loaded outside the select so the loop if-converts
+                    stage[o] = (v if v > 0 else slope * v) + zeta[o]
+            if use_residual:
+                for o in range(out_channels):
+                    stage[o] = stage[o] + flat_res[pixel + U(o)]
+            for o in range(out_channels):
+                flat_out[pixel + U(o)] = stage[o]
+            if use_next:
+                to = _packed_offset(n, y, x, height, width, nxt.shape[3])
+                _pack_pixel(flat_out, pixel, threshold, flat_nxt, to)

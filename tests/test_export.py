@@ -1,10 +1,14 @@
-"""Exported models run by the XNOR runtime match the float models they came from."""
+"""Exported models run by the XNOR runtime match the float models they came from, on every kernel this machine
+runs; the export refuses what the program cannot represent, and writes its file atomically."""
+
+import random
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from binsr import xnor
+from binsr import export, runtime, xnor
 from binsr.binary import BinaryConv2d
 from binsr.export import export_model
 from binsr.models import create_model
@@ -13,7 +17,7 @@ from binsr.runtime import load_packed
 CASES = [
     ("edsr-bbcu", {"scale": 2}),
     ("edsr-bbcu", {"scale": 4}),
-    ("edsr-bbcu", {"scale": 2, "n_feats": 64}),  # 32 channels pair taps in a word, 64 do not
+    ("edsr-bbcu", {"scale": 2, "n_feats": 64}),  # 32 channels pack into uint32 words, 64 into uint64
     *[("edsr-proposed", {"scale": 2, "att_bin": kind, "att_res": kind}) for kind in ("none", "se", "spatial", "pixel")],
     ("edsr-proposed", {"scale": 3, "att_bin": "se", "att_res": "pixel"}),
     ("bbcu-l", {"scale": 4}),
@@ -52,8 +56,15 @@ def float_accumulators(model: torch.nn.Module, lr: torch.Tensor) -> tuple[torch.
     return sr, seen
 
 
+def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal bit for bit (so +0 and -0 differ), except that any NaN equals any NaN."""
+    assert a.shape == b.shape
+    same = (a.view(torch.int32) == b.view(torch.int32)) | (a.isnan() & b.isnan())
+    assert bool(same.all()), f"{int((~same).sum())} of {a.numel()} values differ"
+
+
 @pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}-{'-'.join(map(str, k.values()))}" for n, k in CASES])
-def test_packed_model_matches_float_model(name, kwargs, tmp_path):
+def test_packed_model_matches_float_model(name, kwargs, kernel, tmp_path):
     model = perturbed_model(name, kwargs)
     lr = torch.rand(2, 3, 11, 9, generator=torch.Generator().manual_seed(1))
     sr_float, accumulators = float_accumulators(model, lr)
@@ -62,10 +73,69 @@ def test_packed_model_matches_float_model(name, kwargs, tmp_path):
     trace = []
     sr = packed(lr, trace=trace)
     # Bitwise: the full-precision ops are the float model's torch calls and the binary ones are exact.
-    assert torch.equal(sr, sr_float)
+    assert_bitwise_equal(sr, sr_float)
     assert len(trace) == len(accumulators) >= 4  # two blocks of two units, and BBCU-M's tail
     for (layer, packed_input), expected in zip(trace, accumulators, strict=True):
-        np.testing.assert_array_equal(xnor.xnor_accumulators(packed_input, layer.conv), expected)
+        np.testing.assert_array_equal(xnor.xnor_accumulators(packed_input, layer.packed), expected)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_shape_fuzz_against_the_float_model(seed, kernel, tmp_path):
+    """Random widths 4-130, maps 1-13 pixels a side (1 half the time), batches 1-3, some inputs NaN or +-inf."""
+    rng = random.Random(seed)
+    name = rng.choice(["edsr-bbcu", "edsr-proposed", "bbcu-l", "bbcu-m"])
+    kwargs = {"n_feats": rng.randint(4, 130), "n_blocks": 1, "scale": rng.choice([2, 3])}
+    if name == "edsr-proposed":
+        kwargs.update(att_bin=rng.choice(["none", "se", "spatial", "pixel"]), att_res=rng.choice(["se", "spatial"]))
+    model = perturbed_model(name, kwargs)
+    size = [rng.choice([1, rng.randint(2, 13)]) for _ in range(2)]
+    lr = torch.rand(rng.randint(1, 3), 3, *size, generator=torch.Generator().manual_seed(seed))
+    for value in (float("nan"), float("inf"), float("-inf")):
+        if rng.random() < 0.3:
+            lr.view(-1)[rng.randrange(lr.numel())] = value
+    with torch.no_grad():
+        sr_float = model(lr)
+    assert_bitwise_equal(load_packed(export_model(model, tmp_path / "m.binsr"))(lr), sr_float)
+
+
+ONE_PIXEL_CASES = [("edsr-bbcu", {}), ("edsr-proposed", {"n_feats": 65, "att_bin": "spatial", "att_res": "spatial"})]
+
+
+@pytest.mark.parametrize("name,kwargs", ONE_PIXEL_CASES)
+def test_one_pixel_inputs_leave_the_skip_alone(name, kwargs, kernel, tmp_path):
+    # A 1x1 map's NHWC view of an NCHW tensor is the tensor itself: the in-place units must not write to it
+    # (the long skip), and the NCHW tensors handed back to torch keep the float model's strides.
+    model = perturbed_model(name, {"scale": 2, **kwargs})
+    lr = torch.rand(3, 3, 1, 1, generator=torch.Generator().manual_seed(2))
+    packed = load_packed(export_model(model, tmp_path / "m.binsr"))
+    body = packed.program[packed.program.index(runtime.Push()) + 1 : packed.program.index(runtime.AddPopped())]
+    with torch.no_grad():
+        sr_float, features = model(lr), model.head((lr - model.rgb_mean) * model.k)
+        skip = features.clone()
+        body_float = model.body(features)
+    body_packed = packed.run(features, body)
+    assert torch.equal(features, skip)
+    assert body_packed.stride() == body_float.stride()
+    assert_bitwise_equal(body_packed, body_float)
+    assert_bitwise_equal(packed(lr), sr_float)
+
+
+def test_program_is_typed_ops_that_survive_the_file(tmp_path):
+    model = perturbed_model("edsr-proposed", {"scale": 2, "att_bin": "se", "att_res": "pixel"})
+    program = export.edsr_program(model)
+    loaded = load_packed(export_model(model, tmp_path / "m.binsr")).program
+    assert [type(op) for op in loaded] == [type(op) for op in program]
+    units = ["AttentiveUnit"] * 4
+    expected = ["Normalize", "Conv", "Push", *units, "Conv", "AddPopped", "Conv", "PixelShuffle", "Conv", "Denormalize"]
+    assert [type(op).__name__ for op in loaded] == expected
+    unit = loaded[3]
+    assert unit.name == "body.0.0" and unit.conv.name == "body.0.0.conv" and unit.conv.shape == (32, 32, 3, 3)
+    assert (unit.att_bin.kind, unit.att_bin.gate, unit.att_res.kind) == ("se", "2sigmoid", "pixel")
+    np.testing.assert_array_equal(unit.att_bin.state["fc1.weight"], model.body[0][0].att_bin.fc1.weight.detach())
+    bbcu = load_packed(export_model(perturbed_model("edsr-bbcu", {"scale": 2}), tmp_path / "b.binsr")).program
+    units = [op for op in bbcu if isinstance(op, runtime.BBCUUnits)]
+    assert len(units) == 1  # one op: the four units stay packed from one to the next
+    assert [conv.name for conv in units[0].convs] == [f"body.{b}.{u}.conv" for b in range(2) for u in range(2)]
 
 
 def test_export_is_one_bit_per_binary_weight(tmp_path):
@@ -80,3 +150,55 @@ def test_export_is_one_bit_per_binary_weight(tmp_path):
 def test_export_rejects_full_precision_models(tmp_path):
     with pytest.raises(ValueError, match="no binary layers"):
         export_model(create_model("edsr-fp", n_feats=8, n_blocks=1), tmp_path / "m.binsr")
+
+
+REFUSALS = [
+    (lambda m: setattr(m.head, "padding_mode", "reflect"), "head: padding_mode 'reflect' is not exported"),
+    (lambda m: setattr(m.tail, "stride", (2, 2)), "tail: only stride-1, undilated, ungrouped convs are exported"),
+    (lambda m: setattr(m.upsampler, "1", nn.Upsample(scale_factor=2)), "upsampler.1: expected an nn.Conv2d"),
+    (lambda m: setattr(m.body[0], "0", nn.Identity()), "body.0.0: cannot export body unit Identity"),
+    (lambda m: setattr(m.body[0][1], "att_res", nn.ReLU()), "body.0.1.att_res: cannot export attention module ReLU"),
+]
+
+
+@pytest.mark.parametrize("change,message", REFUSALS)
+def test_export_refuses_what_it_cannot_represent(change, message, tmp_path):
+    model = perturbed_model("edsr-proposed", {"scale": 2, "att_bin": "se", "att_res": "se"})
+    change(model)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        export_model(model, tmp_path / "m.binsr")
+    assert not (tmp_path / "m.binsr").exists()
+
+
+def test_export_refuses_attention_the_runtime_would_build_differently(tmp_path):
+    from binsr.attention import SqueezeExcitation
+
+    model = perturbed_model("edsr-proposed", {"scale": 2, "att_bin": "se", "att_res": "se"})
+    model.body[1][0].att_bin = SqueezeExcitation(32, reduction=4, gate="2sigmoid")
+    expected = r"body.1.0.att_bin: SqueezeExcitation does not fit make_attention\('se', 32\)"
+    with pytest.raises(ValueError, match=expected):
+        export_model(model, tmp_path / "m.binsr")
+
+
+def test_export_writes_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "m.binsr"
+    path.write_bytes(b"the previous export")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runtime, "save_program", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_model(perturbed_model("edsr-bbcu", {"scale": 2}), path)
+    assert path.read_bytes() == b"the previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.binsr"]  # no temporary file left
+
+
+def test_old_format_is_refused_with_a_hint(tmp_path):
+    import json
+
+    path = tmp_path / "old.binsr"
+    with path.open("wb") as f:
+        np.savez(f, architecture=np.frombuffer(json.dumps({"format": "binsr-packed-1"}).encode(), np.uint8))
+    with pytest.raises(ValueError, match=r"has format 'binsr-packed-1'; expected 'binsr-packed-2' \(export it again\)"):
+        load_packed(path)

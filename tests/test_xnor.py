@@ -1,20 +1,20 @@
-"""The XNOR engine against torch, bit for bit: packing, integer accumulators, and the fused unit."""
+"""The XNOR engine against torch, bit for bit, on every kernel this machine runs: packing, integer accumulators,
+the fused unit; and how the kernel is chosen."""
 
 import os
 import subprocess
 import sys
 
-import numba
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from binsr import xnor
+from binsr import native, xnor
 from binsr.binary import BinaryConv2d, RSign
 from binsr.export import pack_binary_conv
 
-CHANNELS = (1, 3, 31, 32, 33, 64, 65, 128)
+CHANNELS = (1, 3, 31, 32, 33, 64, 65, 128, 130)
 
 
 def nhwc(t: torch.Tensor) -> np.ndarray:
@@ -22,21 +22,13 @@ def nhwc(t: torch.Tensor) -> np.ndarray:
 
 
 def bits_of(packed: np.ndarray) -> np.ndarray:
-    """(N, H+2, W+2, words) uint64 -> (N, H+2, W+2, 64 * words) bools, channel order."""
+    """(N, H+2, W+2, words) uint32/uint64 -> (N, H+2, W+2, bits * words) bools, channel order."""
     return np.unpackbits(packed.view(np.uint8), axis=-1, bitorder="little").astype(bool)
 
 
 def torch_accumulators(x: torch.Tensor, threshold: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x_b = torch.where(x > threshold.view(1, -1, 1, 1), 1.0, -1.0)
     return F.conv2d(x_b, torch.where(weight > 0, 1.0, -1.0), padding=weight.shape[-1] // 2)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(request.param)
-    yield request.param
-    numba.set_num_threads(previous)
 
 
 def random_case(channels: int, out_channels: int, k: int, height: int, width: int, seed: int):
@@ -58,19 +50,20 @@ def assert_accumulators_equal(x, threshold, weight):
 
 @pytest.mark.parametrize("k", [3, 1])
 @pytest.mark.parametrize("channels", CHANNELS)
-def test_accumulators_equal_conv2d(channels, k, threads):
-    # channels + 3 outputs: never a whole number of 4-channel register blocks
+def test_accumulators_equal_conv2d(channels, k, kernel, threads):
+    # channels + 3 outputs: never a whole number of output vectors
     assert_accumulators_equal(*random_case(channels, channels + 3, k, 6, 5, seed=channels * 10 + k))
 
 
-@pytest.mark.parametrize("height,width", [(1, 7), (6, 1), (1, 1), (2, 2)])
-@pytest.mark.parametrize("channels", [33, 64])
-def test_accumulators_on_thin_maps(channels, height, width, threads):
+@pytest.mark.parametrize("height,width", [(1, 7), (6, 1), (1, 1), (2, 2), (3, 19)])
+@pytest.mark.parametrize("channels", [32, 33, 64])
+def test_accumulators_on_thin_maps(channels, height, width, kernel):
+    # width 19: two full 8-pixel tiles and a remainder
     assert_accumulators_equal(*random_case(channels, 6, 3, height, width, seed=height * 7 + width))
 
 
 @pytest.mark.parametrize("channels", CHANNELS)
-def test_packing_is_rsign_with_a_plus_one_border(channels):
+def test_packing_is_rsign_with_a_plus_one_border(channels, kernel):
     gen = torch.Generator().manual_seed(channels)
     x = torch.randn(1, channels, 4, 3, generator=gen)
     rsign = RSign(channels).requires_grad_(False)
@@ -79,7 +72,10 @@ def test_packing_is_rsign_with_a_plus_one_border(channels):
     x[0, :, 1, 1] = torch.nextafter(rsign.threshold, torch.tensor(float("inf")))  # one ulp above: +1
     x[0, :, 2, 2] = float("nan")
     x[0, :, 3, 0] = float("inf")
-    bits = bits_of(xnor.pack_activations(nhwc(x), rsign.threshold.numpy()))
+    x[0, :, 3, 1] = float("-inf")
+    packed = xnor.pack_activations(nhwc(x), rsign.threshold.numpy())
+    assert packed.dtype == (np.uint32 if channels <= 32 else np.uint64)
+    bits = bits_of(packed)
     np.testing.assert_array_equal(bits[:, 1:-1, 1:-1, :channels], nhwc(rsign(x)) > 0)
     border = np.ones_like(bits[..., :channels])
     border[:, 1:-1, 1:-1] = bits[:, 1:-1, 1:-1, :channels]
@@ -103,11 +99,12 @@ def bitwise(a: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("alpha_mode,rprelu", [("mean", True), ("learnable", True), ("learnable", False)])
-@pytest.mark.parametrize("channels", [32, 64, 65])
-def test_fused_unit_equals_torch_bitwise(channels, alpha_mode, rprelu, threads):
+@pytest.mark.parametrize("channels", [17, 32, 64, 65])
+def test_fused_unit_equals_torch_bitwise(channels, alpha_mode, rprelu, kernel, threads):
     conv = perturbed_conv(channels, channels, alpha_mode, rprelu, seed=channels)
     following = perturbed_conv(channels, channels, alpha_mode, rprelu, seed=channels + 1)
-    x = 3 * torch.randn(2, channels, 7, 6, generator=torch.Generator().manual_seed(channels))
+    x = 3 * torch.randn(2, channels, 7, 19, generator=torch.Generator().manual_seed(channels))
+    x[1, 0, 2, 3], x[1, 1, 4, 5], x[0, 2, 6, 18] = float("nan"), float("inf"), float("-inf")  # through the residual
     with torch.no_grad():
         branch, unit = conv(x), conv(x) + x
         twice = following(unit) + unit
@@ -125,11 +122,76 @@ def test_fused_unit_equals_torch_bitwise(channels, alpha_mode, rprelu, threads):
     np.testing.assert_array_equal(bitwise(y), bitwise(nhwc(twice)))
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_importing_binsr_first_makes_idle_torch_threads_sleep_unless_told_otherwise(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, binsr; print(os.environ['OMP_WAIT_POLICY'])"
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == expected
+def test_weights_are_packed_tap_by_tap_with_outputs_side_by_side():
+    weight = -np.ones((3, 40, 3, 3), np.float32)
+    weight[2, 39, 1, 0] = 1.0  # output 2, channel 39 (word 0, bit 39), tap (1, 0)
+    conv = xnor.pack_conv(weight)
+    assert conv.bits.shape == (3, 3, 1, 8) and conv.bits.dtype == np.uint64  # 3 outputs padded to 8 = 64 bytes
+    assert conv.bits[1, 0, 0, 2] == 1 << 39 and np.count_nonzero(conv.bits) == 1
+    assert xnor.pack_conv(weight[:, :32]).bits.shape == (3, 3, 1, 16)  # uint32 words: 16 outputs a vector
+
+
+def test_packed_maps_are_checked():
+    conv = xnor.pack_conv(np.ones((4, 40, 3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"expected a C-contiguous \(N, H\+2, W\+2, 1\) uint64 packed map"):
+        xnor.xnor_conv(xnor.empty_packed(1, 2, 2, 32), conv)  # a uint32 map of 32 channels
+    with pytest.raises(ValueError, match=r"expected an \(N, H, W, 3\) float32 array"):
+        xnor.pack_activations(np.zeros((1, 2, 2, 4), np.float32), np.zeros(3, np.float32))
+
+
+def test_setup_names_the_cpu_its_features_and_the_kernel():
+    previous = xnor.current_kernel()
+    try:
+        line = xnor.setup("portable")
+        assert line.startswith(f"CPU {native.cpu_model()} | ISA ")
+        assert "| XNOR kernel: portable (numba)" in line
+        assert xnor.current_kernel() == "portable"
+        auto = xnor.setup()
+        assert xnor.current_kernel() == next(k for k in xnor.KERNELS if xnor.kernel_problem(k) is None)
+        assert f"XNOR kernel: {xnor.current_kernel()}" in auto
+        with pytest.raises(ValueError, match="unknown XNOR kernel 'avx1024'; expected one of avx512, avx2, portable"):
+            xnor.setup("avx1024")
+    finally:
+        xnor.setup(previous)
+
+
+def run_python(code: str, **env: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_without_a_compiler_the_portable_kernel_runs_and_says_why(tmp_path):
+    code = """if True:
+        import numpy as np
+        from binsr import xnor
+        packed = xnor.pack_activations(np.ones((1, 1, 1, 3), np.float32), np.zeros(3))  # the first packed op
+        print(packed[0, 1, 1, 0])
+        print(xnor.describe())"""
+    env = {**os.environ, "CC": str(tmp_path / "no-cc"), "XDG_CACHE_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True)
+    word, line = result.stdout.splitlines()
+    assert word == "7"  # three +1 bits, packed by the portable kernel
+    assert "XNOR kernel: portable (numba)" in line
+    if not native.missing_features("avx2"):
+        assert f"avx2: cannot run the C compiler {tmp_path / 'no-cc'}" in line
+        assert f"RuntimeWarning: {line}" in result.stderr  # said once, at the first packed op
+
+
+def test_native_kernels_compile_once_into_the_cache(tmp_path):
+    best = next(k for k in xnor.KERNELS if xnor.kernel_problem(k) is None)
+    if best == "portable":
+        pytest.skip("no native kernel runs here")
+    code = f"from binsr import xnor; xnor.setup({best!r}); print('ok')"
+    assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"
+    built = list((tmp_path / "binsr" / "kernels").iterdir())
+    assert [p.name.startswith(f"xnor-{best}-") and p.suffix == ".so" for p in built] == [True]
+    assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"  # loaded, not built again
+    assert list((tmp_path / "binsr" / "kernels").iterdir()) == built
+
+
+def test_importing_binsr_changes_nothing_in_the_process():
+    code = ("import os; before = dict(os.environ); import binsr, binsr.xnor, binsr.runtime, binsr.export, binsr.bench; "
+            "print(before == dict(os.environ))")  # fmt: skip
+    assert run_python(code) == "True"
+

@@ -15,19 +15,12 @@ from binsr.viz.weights import binary_convs
 def weight_bits(packed, out_channel: int) -> np.ndarray:
     """Decode the sign bits of output channel `out_channel` from a `binsr.xnor.PackedConv` as a (k*k, C) bool
     array (row = tap dy*k + dx, column = input channel), reading the layout its docstring describes: bits is
-    (ceil(O/4), k, k*words, 4) uint64, word dx*words + w of kernel row dy holds channels 64w .. 64w+63 (bit b =
-    channel 64w + b), for output 4*block + q."""
-    from binsr import xnor  # imported here (as below): numba loads only when a notebook reaches the engine
-
-    k, channels = packed.kernel_size, packed.in_channels
-    words = xnor.n_words(channels)
-    block, q = divmod(out_channel, xnor.BLOCK)
-    rows = []
-    for dy in range(k):
-        for dx in range(k):
-            tap = packed.bits[block, dy, dx * words : (dx + 1) * words, q].astype("<u8")
-            rows.append(np.unpackbits(tap.view(np.uint8), bitorder="little")[:channels].astype(bool))
-    return np.stack(rows)
+    (k, k, words, O') uint32 or uint64, bits[dy, dx, w, o] holding channels 32w .. 32w+31 or 64w .. 64w+63 of
+    output o (bit b = the word's first channel + b)."""
+    k = packed.kernel_size
+    taps = np.ascontiguousarray(packed.bits[:, :, :, out_channel].reshape(k * k, -1))  # (k*k, words)
+    bits = np.unpackbits(taps.view(np.uint8), axis=1, bitorder="little")  # little-endian words: byte 0 first
+    return bits[:, : packed.in_channels].astype(bool)
 
 
 def word_bits(word: int | np.integer, channels: int = 64) -> str:

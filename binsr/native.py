@@ -1,0 +1,129 @@
+"""The native XNOR kernels (`binsr/xnor_native.c`): what this CPU can run, and the compiled library for each ISA.
+
+The C source is compiled on first use with the system's C compiler (`$CC`, else gcc or cc), once per instruction
+set and source version, into `$XDG_CACHE_HOME/binsr/kernels` (default `~/.cache/binsr/kernels`); later processes
+load the cached library in milliseconds. Without a compiler, or where the build fails, `build` raises
+`NativeUnavailable` with the reason and `binsr.xnor` runs its portable numba kernels instead.
+
+OpenMP comes from gcc's libgomp, the runtime torch's Linux wheels bundle under the same name (libgomp.so.1): the
+loader keeps one copy per process, so the kernel's parallel rows run on torch's own worker threads. Those spin
+for a while after every torch op, and a second thread pool would compete with them for the cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("xnor_native.c")
+# Per ISA: the CPU features it needs (as LLVM names them) and the compiler flags. No -mfma: with
+# -ffp-contract=off nothing would use it, and the output stage must round like torch's separate mul and add.
+ISAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "avx512": (
+        ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vpopcntdq", "avx2", "popcnt"),
+        ("-DBINSR_AVX512", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vpopcntdq", "-mavx2"),
+    ),
+    "avx2": (("avx2", "popcnt"), ("-DBINSR_AVX2", "-mavx2", "-mpopcnt")),
+}
+FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=off", "-std=gnu11")
+_POINTER, _INT = ctypes.c_void_p, ctypes.c_int64
+
+
+class NativeUnavailable(RuntimeError):
+    """The native kernel for an ISA cannot run here; the message says why."""
+
+
+@cache
+def cpu_features() -> frozenset[str]:
+    """The host CPU's features that the kernels care about, as LLVM reports them (usable by the OS, too)."""
+    import llvmlite.binding as llvm  # llvmlite comes with numba
+
+    wanted = {feature for required, _ in ISAS.values() for feature in required}
+    return frozenset(name for name, present in llvm.get_host_cpu_features().items() if present and name in wanted)
+
+
+@cache
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one) and LLVM's name for its microarchitecture."""
+    import llvmlite.binding as llvm
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
+    return f"{name} ({llvm.get_host_cpu_name()})"
+
+
+def missing_features(isa: str) -> list[str]:
+    """The CPU features `isa` needs that this machine lacks (all of them off x86-64)."""
+    if isa not in ISAS:
+        raise ValueError(f"unknown ISA {isa!r}; expected one of {', '.join(ISAS)}")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return list(ISAS[isa][0])
+    return [feature for feature in ISAS[isa][0] if feature not in cpu_features()]
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: $XDG_CACHE_HOME/binsr/kernels, default ~/.cache/binsr/kernels."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "binsr" / "kernels"
+
+
+def compiler() -> str | None:
+    """The C compiler to use: $CC, else gcc, else cc; None if there is none."""
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
+@cache
+def build(isa: str) -> ctypes.CDLL:
+    """The native library for `isa`, compiled on first use (a second or so) and cached; NativeUnavailable if not."""
+    missing = missing_features(isa)
+    if missing:
+        raise NativeUnavailable(f"the CPU lacks {', '.join(missing)}")
+    cc = compiler()
+    if cc is None:
+        raise NativeUnavailable("no C compiler ($CC, gcc or cc)")
+    command = [cc, *FLAGS, *ISAS[isa][1]]
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError as error:
+        raise NativeUnavailable(f"cannot run the C compiler {cc}: {error}") from None
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *command, version]).encode()).hexdigest()[:16]
+    path = cache_dir() / f"xnor-{isa}-{key}.so"
+    if not path.is_file():
+        _compile(command, path)
+    library = ctypes.CDLL(str(path))
+    library.binsr_pack.argtypes = [_POINTER] * 3 + [_INT] * 4 + [ctypes.c_int]
+    library.binsr_pack.restype = None
+    library.binsr_conv.argtypes = [_POINTER] * 9 + [_INT] * 7 + [ctypes.c_int]
+    library.binsr_conv.restype = None
+    return library
+
+
+def _compile(command: list[str], path: Path) -> None:
+    """Compile SOURCE into `path` through a temporary file, so that no process ever loads half a library."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as error:
+        raise NativeUnavailable(f"cannot write to the kernel cache {path.parent}: {error}") from None
+    try:
+        try:
+            result = subprocess.run([*command, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise NativeUnavailable(f"cannot run {command[0]}: {error}") from None
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            raise NativeUnavailable(f"{Path(command[0]).name} failed: {last}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,309 @@
+/* Native kernels of binsr.xnor, compiled on first use by binsr/xnor.py, once per instruction set:
+ *
+ *   -DBINSR_AVX512  AVX-512 F/BW/DQ/VL + VPOPCNTDQ: xor + vpopcnt + add on 8 (uint64) or 16 (uint32) outputs a zmm
+ *   -DBINSR_AVX2    AVX2: the popcount is two 16-entry nibble lookups (vpshufb) summed in bytes, 4 or 8 outputs a ymm
+ *
+ * Layouts (binsr/xnor.py describes them): a packed map is (N, H+2, W+2, words) with a +1 border, its words uint32
+ * for C <= 32 channels and uint64 above; the weights are (k*k*words, opad): for each tap and word, that word of
+ * every output channel side by side, so one vector load holds a group of outputs and one broadcast activation
+ * word meets all of them. The register tile is TILE_VECTORS output vectors x TILE_PIXELS pixels of one row.
+ *
+ * The output stage works on float vectors of 16 (8) channels with one IEEE operation per torch op, in torch's
+ * order; it must be compiled with -ffp-contract=off, or the compiler could fuse a multiply and an add into an FMA,
+ * which rounds once instead of twice. Rows are shared among OpenMP threads: gcc's libgomp is the runtime torch's
+ * wheels bundle too, so the kernel runs on torch's own worker threads.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define PARALLEL_WORK (1 << 18) /* below this many output channels x taps x pixels (or packed channels), one thread */
+
+#if defined(BINSR_AVX512)
+typedef __m512i vec;
+#define VEC_BYTES 64
+#define CHUNK (1 << 30) /* steps between flushes of the accumulators: they never overflow */
+#define TILE_VECTORS 2 /* the register tile: TILE_VECTORS output vectors x TILE_PIXELS pixels */
+#define TILE_PIXELS 8
+
+INLINE vec vzero(void) { return _mm512_setzero_si512(); }
+INLINE vec vload(const char *p) { return _mm512_loadu_si512(p); }
+INLINE vec vbroadcast(const char *p, int wide) {
+    return wide ? _mm512_set1_epi64(*(const int64_t *)p) : _mm512_set1_epi32(*(const int32_t *)p);
+}
+INLINE vec vcount(vec acc, vec a, vec w, int wide) {
+    vec x = _mm512_xor_si512(a, w);
+    return wide ? _mm512_add_epi64(acc, _mm512_popcnt_epi64(x)) : _mm512_add_epi32(acc, _mm512_popcnt_epi32(x));
+}
+/* counts[0 .. lanes) (+)= the lanes of acc as int32 */
+INLINE void vflush(int32_t *counts, vec acc, int wide, int first) {
+    if (wide) {
+        __m256i c = _mm512_cvtepi64_epi32(acc);
+        if (!first) c = _mm256_add_epi32(c, _mm256_loadu_si256((const __m256i *)counts));
+        _mm256_storeu_si256((__m256i *)counts, c);
+    } else {
+        if (!first) acc = _mm512_add_epi32(acc, _mm512_loadu_si512(counts));
+        _mm512_storeu_si512(counts, acc);
+    }
+}
+/* float vectors for the output stage: n = channels left; lanes past n load as 0 and are not stored */
+typedef __m512 fvec;
+#define FLANES 16
+INLINE __mmask16 fmask(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
+INLINE fvec fload(const float *p, int64_t n) { return _mm512_maskz_loadu_ps(fmask(n), p); }
+INLINE void fstore(float *p, fvec v, int64_t n) { _mm512_mask_storeu_ps(p, fmask(n), v); }
+INLINE fvec fadd(fvec a, fvec b) { return _mm512_add_ps(a, b); }
+INLINE fvec fsub(fvec a, fvec b) { return _mm512_sub_ps(a, b); }
+INLINE fvec fmul(fvec a, fvec b) { return _mm512_mul_ps(a, b); }
+/* float(base - 2 counts) */
+INLINE fvec faccumulator(const int32_t *base, const int32_t *counts, int64_t n) {
+    __m512i b = _mm512_maskz_loadu_epi32(fmask(n), base), c = _mm512_maskz_loadu_epi32(fmask(n), counts);
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(b, _mm512_slli_epi32(c, 1)));
+}
+/* PReLU: v > 0 ? v : slope * v */
+INLINE fvec fprelu(fvec v, fvec slope) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_mul_ps(slope, v), v);
+}
+/* bit c = v[c] > t[c] (0 for NaN) */
+INLINE uint32_t fgreater(fvec v, fvec t) { return _mm512_cmp_ps_mask(v, t, _CMP_GT_OQ); }
+
+#elif defined(BINSR_AVX2)
+typedef __m256i vec;
+#define VEC_BYTES 32
+#define CHUNK 31 /* byte counters hold at most 31 popcounts of a byte (8 each) */
+#define TILE_VECTORS 2
+#define TILE_PIXELS 3
+
+INLINE vec vzero(void) { return _mm256_setzero_si256(); }
+INLINE vec vload(const char *p) { return _mm256_loadu_si256((const __m256i *)p); }
+INLINE vec vbroadcast(const char *p, int wide) {
+    return wide ? _mm256_set1_epi64x(*(const int64_t *)p) : _mm256_set1_epi32(*(const int32_t *)p);
+}
+INLINE vec vcount(vec acc, vec a, vec w, int wide) {
+    (void)wide; /* bytes are counted alike; vflush sums them into 32- or 64-bit lanes */
+    const vec table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const vec low = _mm256_set1_epi8(0x0f);
+    vec x = _mm256_xor_si256(a, w);
+    vec lo = _mm256_shuffle_epi8(table, _mm256_and_si256(x, low));
+    vec hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+    return _mm256_add_epi8(acc, _mm256_add_epi8(lo, hi));
+}
+INLINE void vflush(int32_t *counts, vec acc, int wide, int first) {
+    if (wide) { /* sum of the 8 bytes of each 64-bit lane, then the low halves of the four lanes */
+        const vec low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+        __m128i c = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(acc, vzero()), low_halves));
+        if (!first) c = _mm_add_epi32(c, _mm_loadu_si128((const __m128i *)counts));
+        _mm_storeu_si128((__m128i *)counts, c);
+    } else { /* bytes -> pairs (16 bit) -> 32-bit lanes */
+        vec c = _mm256_madd_epi16(_mm256_maddubs_epi16(acc, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
+        if (!first) c = _mm256_add_epi32(c, _mm256_loadu_si256((const __m256i *)counts));
+        _mm256_storeu_si256((__m256i *)counts, c);
+    }
+}
+typedef __m256 fvec;
+#define FLANES 8
+INLINE __m256i fmask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+INLINE fvec fload(const float *p, int64_t n) { return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, fmask(n)); }
+INLINE void fstore(float *p, fvec v, int64_t n) {
+    if (n >= 8) _mm256_storeu_ps(p, v);
+    else _mm256_maskstore_ps(p, fmask(n), v);
+}
+INLINE fvec fadd(fvec a, fvec b) { return _mm256_add_ps(a, b); }
+INLINE fvec fsub(fvec a, fvec b) { return _mm256_sub_ps(a, b); }
+INLINE fvec fmul(fvec a, fvec b) { return _mm256_mul_ps(a, b); }
+INLINE fvec faccumulator(const int32_t *base, const int32_t *counts, int64_t n) {
+    __m256i b, c;
+    if (n >= 8) {
+        b = _mm256_loadu_si256((const __m256i *)base), c = _mm256_loadu_si256((const __m256i *)counts);
+    } else {
+        b = _mm256_maskload_epi32(base, fmask(n)), c = _mm256_maskload_epi32(counts, fmask(n));
+    }
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(b, _mm256_slli_epi32(c, 1)));
+}
+INLINE fvec fprelu(fvec v, fvec slope) {
+    return _mm256_blendv_ps(_mm256_mul_ps(slope, v), v, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ));
+}
+INLINE uint32_t fgreater(fvec v, fvec t) { return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ)); }
+
+#else
+#error "compile with -DBINSR_AVX512 or -DBINSR_AVX2"
+#endif
+
+/* After the bits of channels c .. c+FLANES of a pixel: store the packed word they complete (or end) at dst, in words
+ * of 32 bits for <= 32 channels, else 64; returns the bits still to come in the current word. */
+INLINE uint64_t put_word(char *dst, int64_t c, int64_t channels, uint64_t bits) {
+    const int last = c + FLANES >= channels;
+    if (channels <= 32) {
+        if (last) *(uint32_t *)dst = (uint32_t)bits;
+        return bits;
+    }
+    if (!last && (c + FLANES) % 64 != 0) return bits;
+    ((uint64_t *)dst)[c / 64] = bits;
+    return 0;
+}
+
+/* Packs one pixel: bit c of its words = v[c] > threshold[c]. */
+INLINE void pack_pixel(const float *v, const float *threshold, int64_t channels, char *dst) {
+    uint64_t bits = 0;
+    for (int64_t c = 0; c < channels; c += FLANES) {
+        bits |= (uint64_t)fgreater(fload(v + c, channels - c), fload(threshold + c, channels - c)) << (c % 64);
+        bits = put_word(dst, c, channels, bits);
+    }
+}
+
+static int64_t words_of(int64_t channels) { return channels <= 32 ? 1 : (channels + 63) / 64; }
+static int64_t word_bytes(int64_t channels) { return channels <= 32 ? 4 : 8; }
+
+/* x (N, H, W, C) float32 -> the interior of packed (N, H+2, W+2, words); the border is set by the caller. */
+void binsr_pack(const float *x, const float *threshold, char *packed, int64_t n_img, int64_t height, int64_t width,
+                int64_t channels, int threads) {
+    const int64_t pixel_bytes = words_of(channels) * word_bytes(channels);
+    const int64_t work = n_img * height * width * channels;
+    const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t row = 0; row < n_img * height; row++) {
+        const int64_t n = row / height, y = row % height;
+        char *to = packed + ((n * (height + 2) + y + 1) * (width + 2) + 1) * pixel_bytes;
+        for (int64_t px = 0; px < width; px++)
+            pack_pixel(x + (row * width + px) * channels, threshold, channels, to + px * pixel_bytes);
+    }
+}
+
+/* The geometry and operands of one call of binsr_conv. */
+typedef struct {
+    const char *act, *weights;   /* packed input map; weights (k*k*words, opad) */
+    const int64_t *offsets;      /* byte offset of step j = (tap, word) from the window's first word */
+    int64_t height, width, channels, out_channels, opad, steps, k;
+    const int32_t *base;         /* (4, 4, O) int32: k*k*C minus the border's contribution, by row and column case */
+    const float *alpha;          /* (O) */
+    const float *rprelu;         /* (3, O) gamma, beta, zeta, or NULL */
+    const float *residual;       /* (N, H, W, O), or NULL; may be `out` itself */
+    float *out;                  /* (N, H, W, O) */
+    const float *next_threshold; /* (O), or NULL: no packed output */
+    char *next;                  /* (N, H+2, W+2, words(O)) packed map for the next layer */
+} Conv;
+
+/* counts[p * opad + o] (+)= sum over steps j of popcount(a_j ^ w_j) for TILE_VECTORS (or 1, with `single`) output
+ * vectors of P pixels; a0 and w0 point at the first pixel's window and the first output vector's weights. */
+INLINE void tile(const Conv *c, const char *a0, const char *w0, int32_t *counts, const int P, const int single,
+                 const int wide) {
+    const int64_t bytes = wide ? 8 : 4, pixel_bytes = (c->channels <= 32 ? 1 : (c->channels + 63) / 64) * bytes;
+    const int VB = single ? 1 : TILE_VECTORS, lanes = VEC_BYTES / bytes;
+    for (int64_t j0 = 0; j0 < c->steps; j0 += CHUNK) {
+        const int64_t j1 = c->steps - j0 < CHUNK ? c->steps : j0 + CHUNK;
+        vec acc[TILE_PIXELS][TILE_VECTORS], wv[TILE_VECTORS];
+#pragma GCC unroll 8
+        for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+            for (int v = 0; v < VB; v++) acc[p][v] = vzero();
+        for (int64_t j = j0; j < j1; j++) {
+            const char *a = a0 + c->offsets[j], *w = w0 + j * c->opad * bytes;
+#pragma GCC unroll 4
+            for (int v = 0; v < VB; v++) wv[v] = vload(w + v * VEC_BYTES);
+#pragma GCC unroll 8
+            for (int p = 0; p < P; p++) {
+                const vec av = vbroadcast(a + p * pixel_bytes, wide);
+#pragma GCC unroll 4
+                for (int v = 0; v < VB; v++) acc[p][v] = vcount(acc[p][v], av, wv[v], wide);
+            }
+        }
+#pragma GCC unroll 8
+        for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+            for (int v = 0; v < VB; v++) vflush(counts + p * c->opad + v * lanes, acc[p][v], wide, j0 == 0);
+    }
+}
+
+/* alpha, RPReLU and the residual in torch's op order, and the next layer's threshold-and-pack, for one pixel;
+ * `rprelu` and `residual` are literals (see ROWS), so that the channel loop has no branch on them. Lanes past the
+ * last channel hold 0, which packs as 0 (0 > 0 is false). */
+INLINE void output_stage(const Conv *c, const int32_t *counts, int64_t case_index, int64_t pixel, char *next,
+                         const int rprelu, const int residual) {
+    const int64_t channels = c->out_channels;
+    const int32_t *base = c->base + case_index * channels;
+    float *out = c->out + pixel * channels;
+    uint64_t bits = 0;
+    for (int64_t o = 0; o < channels; o += FLANES) {
+        const int64_t n = channels - o;
+        fvec v = fmul(faccumulator(base + o, counts + o, n), fload(c->alpha + o, n));
+        if (rprelu) {
+            const float *gamma = c->rprelu + o, *beta = gamma + channels, *zeta = beta + channels;
+            v = fadd(fprelu(fsub(v, fload(gamma, n)), fload(beta, n)), fload(zeta, n));
+        }
+        if (residual) v = fadd(v, fload(c->residual + pixel * channels + o, n));
+        fstore(out + o, v, n);
+        if (next) {
+            bits |= (uint64_t)fgreater(v, fload(c->next_threshold + o, n)) << (o % 64);
+            bits = put_word(next, o, channels, bits);
+        }
+    }
+}
+
+/* One output row (image n, row y, as row = n * H + y): the counts of TILE_PIXELS pixels at a time, then their
+ * output stage while the counts are in L1. */
+INLINE void conv_row(const Conv *c, int64_t row, const int wide, const int rprelu, const int residual) {
+    const int64_t bytes = wide ? 8 : 4, pixel_bytes = words_of(c->channels) * bytes;
+    const int64_t lanes = VEC_BYTES / bytes, vectors = (c->out_channels + lanes - 1) / lanes;
+    const int64_t n = row / c->height, y = row % c->height, lead = 1 - c->k / 2, width = c->width;
+    const int64_t map_row = (width + 2) * pixel_bytes, row_case = (y == 0) | ((y == c->height - 1) << 1);
+    const int64_t next_pixel = words_of(c->out_channels) * word_bytes(c->out_channels);
+    const char *window = c->act + (n * (c->height + 2) + y + lead) * map_row + lead * pixel_bytes;
+    int32_t counts[TILE_PIXELS * c->opad];
+    for (int64_t x0 = 0; x0 < width; x0 += TILE_PIXELS) {
+        const int64_t pixels = width - x0 < TILE_PIXELS ? width - x0 : TILE_PIXELS;
+        const char *a0 = window + x0 * pixel_bytes;
+        for (int64_t v = 0; v < vectors;) {
+            const char *w0 = c->weights + v * VEC_BYTES;
+            int32_t *c0 = counts + v * lanes;
+            const int single = vectors - v < TILE_VECTORS;
+            if (pixels == TILE_PIXELS && !single)
+                tile(c, a0, w0, c0, TILE_PIXELS, 0, wide);
+            else if (pixels == TILE_PIXELS)
+                tile(c, a0, w0, c0, TILE_PIXELS, 1, wide);
+            else
+                for (int64_t p = 0; p < pixels; p++) {
+                    if (!single)
+                        tile(c, a0 + p * pixel_bytes, w0, c0 + p * c->opad, 1, 0, wide);
+                    else
+                        tile(c, a0 + p * pixel_bytes, w0, c0 + p * c->opad, 1, 1, wide);
+                }
+            v += single ? 1 : TILE_VECTORS;
+        }
+        for (int64_t p = 0; p < pixels; p++) {
+            const int64_t x = x0 + p, col_case = (x == 0) | ((x == width - 1) << 1);
+            char *next = c->next ? c->next + ((n * (c->height + 2) + y + 1) * (width + 2) + x + 1) * next_pixel : 0;
+            output_stage(c, counts + p * c->opad, row_case * 4 + col_case, row * width + x, next, rprelu, residual);
+        }
+    }
+}
+
+/* conv_row with the word size and the stage's options as constants, one function for each combination (OpenMP
+ * outlines its loop body before inlining, so constants must be fixed here, not at the loop). */
+typedef void (*RowFunction)(const Conv *, int64_t);
+#define ROW(WIDE, RPRELU, RESIDUAL) \
+    static void row_##WIDE##RPRELU##RESIDUAL(const Conv *c, int64_t row) { conv_row(c, row, WIDE, RPRELU, RESIDUAL); }
+ROW(0, 0, 0) ROW(0, 0, 1) ROW(0, 1, 0) ROW(0, 1, 1) ROW(1, 0, 0) ROW(1, 0, 1) ROW(1, 1, 0) ROW(1, 1, 1)
+static const RowFunction ROWS[8] = {row_000, row_001, row_010, row_011, row_100, row_101, row_110, row_111};
+
+/* The fused binary conv over N images (see binsr.xnor.xnor_conv); rows are shared among `threads` threads. */
+void binsr_conv(const char *act, const char *weights, const int32_t *base, const float *alpha, const float *rprelu,
+                const float *residual, float *out, const float *next_threshold, char *next, int64_t n_img,
+                int64_t height, int64_t width, int64_t channels, int64_t out_channels, int64_t opad, int64_t k,
+                int threads) {
+    const int64_t bytes = word_bytes(channels), words = words_of(channels), map_row = (width + 2) * words * bytes;
+    int64_t offsets[k * k * words];
+    for (int64_t t = 0; t < k * k; t++)
+        for (int64_t w = 0; w < words; w++)
+            offsets[t * words + w] = (t / k) * map_row + (t % k) * words * bytes + w * bytes;
+    const Conv c = {act, weights, offsets, height, width, channels, out_channels, opad, k * k * words, k,
+                    base, alpha, rprelu, residual, out, next_threshold, next};
+    const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];
+    /* waking the other threads costs more than a small map's work */
+    const int64_t work = n_img * height * width * out_channels * k * k;
+    const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t row = 0; row < n_img * height; row++) row_function(&c, row);
+}
