@@ -2,10 +2,10 @@
 
 Every function here is a plain function: it takes arrays, tensors or modules and returns a matplotlib
 `Figure` (built without pyplot, so nothing leaks into an inline backend and tests run headless) or numbers.
-The notebooks wire them to `ipywidgets.interactive`; tests call them directly. One module per notebook
-(`why_binarize` 01, `sign` 02, `rsign_rprelu` 03, `weights` 04, `bbcu` 05, `attention` 06, `activations` 07,
-`training` 08, `side_by_side` 09 and `binsr demo`, `xnor_inference` 10; shared helpers in `common`), all
-re-exported here.
+The notebooks wire them to controls with `figure_widget` (module `interact`, needs ipywidgets), which
+redraws the figure in place; tests call them directly. One module per notebook (`why_binarize` 01, `sign` 02,
+`rsign_rprelu` 03, `weights` 04, `bbcu` 05, `attention` 06, `activations` 07, `training` 08, `side_by_side` 09
+and `binsr demo`, `xnor_inference` 10; shared helpers in `common`), all re-exported here.
 
 Every figure function is decorated with `styled`: one style for the series (STYLE: FIG_DPI, fonts of at least
 11 pt, sized for a projector) and one colour per model family everywhere (`model_color`, MODEL_COLORS: bicubic
@@ -123,3 +123,15 @@ from binsr.viz.xnor_inference import (
     weight_bits,
     word_bits,
 )
+
+# The widget helpers need ipywidgets (the "notebooks" extra): imported on first use, so `binsr demo` and the
+# figure functions work without it.
+_INTERACT = ("FigureWidget", "figure_widget", "show_figure")
+
+
+def __getattr__(name: str):
+    if name in _INTERACT:
+        from binsr.viz import interact
+
+        return getattr(interact, name)
+    raise AttributeError(f"module 'binsr.viz' has no attribute {name!r}")
