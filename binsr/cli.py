@@ -195,6 +195,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import time
 
+    if args.train:
+        from binsr.train_bench import format_train_speed, train_speed_rows
+
+        print(format_train_speed(train_speed_rows(args.repeats)))
+        return
     from binsr import xnor
     from binsr.bench import THREAD_GOAL, format_bench, run_bench, thread_scaling
 
@@ -285,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
     p.add_argument("--kernel", default="auto",
                    help="XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or portable (default auto)")
+    p.add_argument("--train", action="store_true",
+                   help="training-step speed instead: eager vs torch.compile, FP vs binary (ratios)")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")
