@@ -60,13 +60,15 @@ def _float_output(model: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(("name", "scale", "kwargs"), MODELS)
 def test_every_tile_sees_exactly_the_input_of_one_pass(name, scale, kwargs):
     # oneDNN rounds a conv differently at different image sizes (up to 1 ulp); torch's own conv sums in the same
-    # order at any size, so with it the float outputs must be bit-identical if the tiles are right.
+    # order at any size. Its bilinear upsampler (SRResNet's image skip) still rounds a vector loop's tail
+    # differently on some CPUs (seen with AVX-512), so the bound is a few ulp; a wrong tile is off by far more.
     model = _small(name, scale, kwargs)
     lr = _random_lr(37, 29)
     with torch.backends.mkldnn.flags(enabled=False):
         whole = _float_output(model, lr)
         for tile in (5, 16, 36):
-            assert np.array_equal(tiled(partial(_float_output, model), lr, scale, tile, context(model)), whole), tile
+            got = tiled(partial(_float_output, model), lr, scale, tile, context(model))
+            np.testing.assert_allclose(got, whole, rtol=0, atol=1e-6, err_msg=f"tile {tile}")
 
 
 @pytest.mark.parametrize(("name", "scale", "kwargs"), [m for m in MODELS if m[0] in ("edsr-fp", "srresnet-fp")])
