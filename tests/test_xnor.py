@@ -195,3 +195,12 @@ def test_importing_binsr_changes_nothing_in_the_process():
             "print(before == dict(os.environ))")  # fmt: skip
     assert run_python(code) == "True"
 
+
+
+def test_bench_command_refuses_an_unknown_kernel_in_one_line(capsys):
+    from binsr.cli import main
+
+    assert main(["bench", "--kernel", "avx1024"]) == 2
+    assert capsys.readouterr().err == (
+        "binsr bench: error: unknown XNOR kernel 'avx1024'; expected one of avx512, avx2, portable\n"
+    )
