@@ -98,36 +98,34 @@ class SqueezeExcitation(_Attention):
         return self.fc2
 
 
-class SpatialAttention(_Attention):
+class _ConvAttention(_Attention):
+    """z = conv1x1_{c -> maps}(x): the shared form of (10) and (11)."""
+
+    maps_per_channel: bool
+
+    def __init__(self, channels: int, gate: str = "sigmoid", gate_init: float | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels if self.maps_per_channel else 1, 1)
+        self.gate = Gate(gate)
+        self._start_at(gate_init)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv
+
+
+class SpatialAttention(_ConvAttention):
     """Eq. (10): one weight per pixel, shared by all channels."""
 
-    def __init__(self, channels: int, gate: str = "sigmoid", gate_init: float | None = None):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 1, 1)
-        self.gate = Gate(gate)
-        self._start_at(gate_init)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-    def last_conv(self) -> nn.Conv2d:
-        return self.conv
+    maps_per_channel = False
 
 
-class PixelAttention(_Attention):
+class PixelAttention(_ConvAttention):
     """Eq. (11): one weight per channel and pixel."""
 
-    def __init__(self, channels: int, gate: str = "sigmoid", gate_init: float | None = None):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1)
-        self.gate = Gate(gate)
-        self._start_at(gate_init)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-    def last_conv(self) -> nn.Conv2d:
-        return self.conv
+    maps_per_channel = True
 
 
 def make_attention(kind: str, channels: int, gate: str = "sigmoid", gate_init: float | None = None) -> nn.Module:
