@@ -123,6 +123,22 @@ def load_model(path: str | Path, expect_name: str | None = None, expect_scale: i
     return model.eval()
 
 
+def warm_start(model: nn.Module, path: str | Path) -> list[str]:
+    """Copy into `model` the weights of the checkpoint at `path` that fit it by name and shape, and return their
+    names; the rest keep their initialisation. This is how EDSR trains x3 and x4 from an x2 model: head, body and
+    the first upsampling stage carry over, the new stage starts fresh. Refuse a checkpoint of another model (its
+    arguments must equal `model`'s but for the scale)."""
+    state = load(path)
+    ours, theirs = model.config, state["model"]
+    if theirs["name"] != ours["name"] or {**theirs["kwargs"], "scale": 0} != {**ours["kwargs"], "scale": 0}:
+        raise ValueError(f"checkpoint {path} holds {theirs['name']} {theirs['kwargs']}; expected {ours['name']} "
+                         f"with the arguments {ours['kwargs']} (any scale)")  # fmt: skip
+    own = model.state_dict()
+    fitting = {key: value for key, value in state["state_dict"].items() if key in own and own[key].shape == value.shape}
+    model.load_state_dict(fitting, strict=False)
+    return sorted(fitting)
+
+
 def load_any(spec: str, expect_scale: int | None = None) -> nn.Module:
     """A shipped model by name (see `pretrained`) or the model of a checkpoint file."""
     shipped = read_manifest()["models"]

@@ -31,6 +31,9 @@ class TrainConfig:
     device: str = _setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, ...")
     data_root: str | None = _setting(None, "benchmark folder root")
     compile: bool = _setting(True, "torch.compile the training step (falls back to eager with a warning)")
+    init_from: str | None = _setting(
+        None, "start from the weights of this checkpoint that fit by name and shape (e.g. an x2 model for x4)"
+    )
 
 
 # The fields a resumed run must share with the checkpoint to take the same steps.

@@ -198,7 +198,12 @@ def train(
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         model = create_model(model_name, **{**model_kwargs, "scale": config.scale}).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
-        run = _restore(last, model, optimizer, config) if resume and last.is_file() else _RunState()
+        if resume and last.is_file():
+            run = _restore(last, model, optimizer, config)
+        else:
+            if config.init_from:
+                checkpoint.warm_start(model, config.init_from)
+            run = _RunState()
         net = model
         if world > 1:
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -176,3 +176,26 @@ def test_load_any_takes_a_shipped_name_or_a_file(tmp_path):
     shipped = sorted(checkpoint.read_manifest()["models"])
     if shipped:
         assert checkpoint.load_any(shipped[0]).config == checkpoint.pretrained(shipped[0]).config
+
+
+def test_warm_start_carries_an_x2_model_into_x4_but_for_the_new_upsampling_stage(tmp_path):
+    torch.manual_seed(0)
+    x2 = create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=2)
+    path = checkpoint.save(tmp_path / "x2.pt", x2)
+    torch.manual_seed(1)
+    x4 = create_model("edsr-bbcu", scale=4, n_feats=8, n_blocks=2)
+    fresh = {key: value.clone() for key, value in x4.state_dict().items()}
+
+    taken = checkpoint.warm_start(x4, path)
+
+    assert set(x4.state_dict()) - set(taken) == {"upsampler.2.weight", "upsampler.2.bias"}
+    for key, value in x4.state_dict().items():
+        assert torch.equal(value, x2.state_dict()[key] if key in taken else fresh[key]), key
+
+
+def test_warm_start_refuses_another_architecture_in_one_line(tmp_path):
+    path = checkpoint.save(tmp_path / "x2.pt", create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=2))
+    with pytest.raises(ValueError, match="expected edsr-bbcu with the arguments .*'n_feats': 16"):
+        checkpoint.warm_start(create_model("edsr-bbcu", scale=4, n_feats=16, n_blocks=2), path)
+    with pytest.raises(ValueError, match="expected edsr-fp"):
+        checkpoint.warm_start(create_model("edsr-fp", scale=4, n_feats=8, n_blocks=2), path)
