@@ -22,18 +22,22 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
 	BINSR_QUICK=1 $(PY) -m pytest -q tests --ignore=tests/browser
 	BINSR_QUICK=1 $(PY) -m pytest -q --nbval-lax notebooks
-	@$(MAKE) --no-print-directory test-browser
+	$(BROWSER_TESTS)
 
 # Every notebook in JupyterLab, every widget moved, driven by Chromium (tests/browser). Without a Chromium it is
 # skipped, and says so; with BINSR_REQUIRE_BROWSER=1 (CI) pytest runs anyway and a missing browser fails.
 CHROMIUM := $(or $(BINSR_CHROMIUM),$(shell command -v chromium || command -v chromium-browser))
-test-browser: $(VENV)/.installed
+define BROWSER_TESTS
 	@if [ -z "$(CHROMIUM)" ] && [ -z "$$BINSR_REQUIRE_BROWSER" ]; then \
 		echo "*** browser tests SKIPPED: no Chromium found (apt-get install chromium, or set BINSR_CHROMIUM) ***"; \
 	else \
 		echo "browser tests: every notebook in JupyterLab with $(or $(CHROMIUM),no Chromium)"; \
 		BINSR_QUICK=1 $(PY) -m pytest -q tests/browser; \
 	fi
+endef
+
+test-browser: $(VENV)/.installed
+	$(BROWSER_TESTS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
