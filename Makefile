@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 export NUMBA_THREADING_LAYER := workqueue
 
-.PHONY: demo test lint lab bench experiment clean
+.PHONY: demo test test-browser lint lab bench experiment clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,32 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
-	BINSR_QUICK=1 $(PY) -m pytest -q tests
+	BINSR_QUICK=1 $(PY) -m pytest -q tests --ignore=tests/browser
 	BINSR_QUICK=1 $(PY) -m pytest -q --nbval-lax notebooks
+	$(BROWSER_TESTS)
+
+# Every notebook in JupyterLab, every widget moved, driven by Chromium (tests/browser). Without a Chromium it is
+# skipped, and says so; with BINSR_REQUIRE_BROWSER=1 (CI) pytest runs anyway and a missing browser fails.
+CHROMIUM := $(or $(BINSR_CHROMIUM),$(shell command -v chromium || command -v chromium-browser))
+define BROWSER_TESTS
+	@if [ -z "$(CHROMIUM)" ] && [ -z "$$BINSR_REQUIRE_BROWSER" ]; then \
+		echo "*** browser tests SKIPPED: no Chromium found (apt-get install chromium, or set BINSR_CHROMIUM) ***"; \
+	else \
+		echo "browser tests: every notebook in JupyterLab with $(or $(CHROMIUM),no Chromium)"; \
+		BINSR_QUICK=1 $(PY) -m pytest -q tests/browser; \
+	fi
+endef
+
+test-browser: $(VENV)/.installed
+	$(BROWSER_TESTS)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
 
+# Jupyter refuses to run as root (e.g. in a container) without --allow-root. It prints the URL to open, with its
+# token; LAB_ARGS adds options, e.g. `make lab LAB_ARGS="--ip=0.0.0.0 --no-browser"` to reach it from the host.
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m binsr bench
