@@ -254,3 +254,17 @@ def test_compiled_training_resumes_bit_exactly_and_saves_plain_keys(images, tmp_
     eager = train("edsr-bbcu", TINY, _config(images, steps=4, val_sets=()), tmp_path / "eager")
     for name, value in eager.model.state_dict().items():  # the same steps, up to the compiler's rounding
         assert torch.allclose(value, saved[name], rtol=1e-3, atol=1e-4), name
+
+
+def test_init_from_starts_an_x4_run_from_an_x2_model_and_a_resume_ignores_it(images, tmp_path):
+    x2 = train("edsr-bbcu", TINY, _config(images, steps=1, val_sets=()), tmp_path / "x2")
+    config = _config(images, scale=4, steps=2, lr=0.0, val_sets=(), init_from=str(x2.checkpoint))
+    x4 = train("edsr-bbcu", TINY, config, tmp_path / "x4")  # lr 0: the weights stay where they started
+    x2_weights = x2.model.state_dict()
+    for key, value in x4.model.state_dict().items():
+        if key not in ("upsampler.2.weight", "upsampler.2.bias"):
+            assert torch.equal(value, x2_weights[key]), key
+
+    gone = _config(images, scale=4, steps=2, lr=0.0, val_sets=(), init_from=str(tmp_path / "missing.pt"))
+    resumed = train("edsr-bbcu", TINY, gone, tmp_path / "x4", resume=True)  # reads last.pt, never init_from
+    assert resumed.step == 2 and _same_tensors(resumed.model.state_dict(), x4.model.state_dict())
