@@ -354,8 +354,16 @@ def test_amplitude_ratio_scales_as_one_over_k():
     assert r1 == pytest.approx(float(expected), rel=1e-6)
 
 
-def test_amplification_figure():
-    _check_figure(viz.amplification_figure(BBCUUnit(4), torch.randn(4, 6, 6), k=20.0), 2)
+def test_amplification_figure_draws_the_curve_it_is_given_or_computes_it():
+    unit, x = BBCUUnit(4), torch.randn(4, 6, 6)
+    ks, ratios = viz.amplification_curve(unit, x)
+    assert ks[0] == pytest.approx(0.1) and ks[-1] == pytest.approx(1000.0)
+    assert ratios[3] == pytest.approx(viz.amplitude_ratio(unit, x, ks[3]))
+    computed = viz.amplification_figure(unit, x, k=20.0)
+    given = viz.amplification_figure(unit, x, k=20.0, curve=(ks, ratios))
+    _check_figure(given, 2)
+    for fig in (computed, given):
+        np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), ratios)
 
 
 def test_block_summary_counts_by_hand():

@@ -42,6 +42,7 @@ from binsr.viz.attention import (
     unit_cost_table,
 )
 from binsr.viz.bbcu import (
+    amplification_curve,
     amplification_figure,
     amplitude_ratio,
     block_summary,

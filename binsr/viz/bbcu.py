@@ -71,11 +71,21 @@ def amplitude_ratio(unit: nn.Module, x: torch.Tensor, k: float) -> float:
     return float(branch.std() / x4.std())
 
 
+def amplification_curve(unit: nn.Module, x: torch.Tensor, points: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """k from 0.1 to 1000 (log-spaced) and the `amplitude_ratio` at each."""
+    ks = np.logspace(-1, 3, points)
+    return ks, np.array([amplitude_ratio(unit, x, k) for k in ks])
+
+
 @styled
-def amplification_figure(unit: nn.Module, x: torch.Tensor, k: float = 130.0) -> Figure:
-    """The branch/residual amplitude ratio over k (log-log) with the current k, and both amplitudes' histograms."""
-    ks = np.logspace(-1, 3, 9)
-    ratios = [amplitude_ratio(unit, x, kk) for kk in ks]
+def amplification_figure(
+    unit: nn.Module, x: torch.Tensor, k: float = 130.0, curve: tuple[np.ndarray, np.ndarray] | None = None
+) -> Figure:
+    """The branch/residual amplitude ratio over k (log-log) with the current k, and both amplitudes' histograms.
+
+    `curve` is `amplification_curve(unit, x)`, computed here when not given; a slider over k passes it once, so
+    a redraw runs the unit once instead of ten times."""
+    ks, ratios = amplification_curve(unit, x) if curve is None else curve
     x4 = (x if x.dim() == 4 else x.unsqueeze(0)) * k
     with torch.no_grad():
         branch = unit.conv(x4)
