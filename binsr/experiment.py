@@ -99,8 +99,8 @@ def run_row(label: str, run_checkpoint: str | Path) -> dict:
     return {
         "label": label, "model": state["model"]["name"], "arguments": state["model"]["kwargs"],
         "scale": config["scale"], "steps": config["steps"], "lr": config["lr"], "train_set": config["train_set"],
-        "train_seconds": metrics["train_seconds"], "params": stats.params, "ops": stats.ops,
-        "packed_bytes": stats.packed_bytes,
+        "init_from": config.get("init_from"), "train_seconds": metrics["train_seconds"], "params": stats.params,
+        "ops": stats.ops, "packed_bytes": stats.packed_bytes,
         "val": _by_set(metrics["val"]),
         "checkpoint": str(run_checkpoint),
     }  # fmt: skip
@@ -111,7 +111,7 @@ def bicubic_row(scale: int, data_root: str | None) -> dict:
     val = evaluate(None, default_sets(data_root)[1], scale, data_root=data_root)
     return {
         "label": "Bicubic", "model": "bicubic", "arguments": {}, "scale": scale, "steps": 0, "lr": 0.0,
-        "train_set": None, "train_seconds": 0.0, "params": 0.0, "ops": 0.0, "packed_bytes": 0,
+        "train_set": None, "init_from": None, "train_seconds": 0.0, "params": 0.0, "ops": 0.0, "packed_bytes": 0,
         "val": _by_set(val), "checkpoint": None,
     }  # fmt: skip
 
@@ -228,7 +228,9 @@ def ship_rows(named: dict[str, dict], results: list[dict], assets_dir: str | Pat
             "sha256": checkpoint.sha256(path),
         }  # fmt: skip
     (assets_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    # local run paths mean nothing in a clone
-    results = [{key: value for key, value in row.items() if key != "checkpoint"} for row in results]
+    # local run paths mean nothing in a clone: a warm start is named by its run folder
+    results = [{**{key: value for key, value in row.items() if key != "checkpoint"},
+                "init_from": Path(row["init_from"]).parent.name if row.get("init_from") else None}
+               for row in results]  # fmt: skip
     (assets_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return manifest

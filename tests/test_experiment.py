@@ -136,3 +136,12 @@ def test_side_by_side_figure_has_a_full_view_and_a_crop_per_panel():
         side_by_side_figure({"HR": (image, None)}, crop=(30, 0, 16))
     with pytest.raises(ValueError, match=r"panels have shapes .*; expected one shape for all"):
         side_by_side_figure({"HR": (image, None), "x": (image[:20], None)}, crop=(0, 0, 8))
+
+
+def test_shipped_results_name_a_warm_start_by_its_run_folder_not_a_local_path(tmp_path):
+    rows = [{"label": "x4", "checkpoint": "/runs/fp-x4/last.pt", "init_from": "/runs/fp-x2/last.pt"},
+            {"label": "x2", "checkpoint": "/runs/fp-x2/last.pt", "init_from": None}]  # fmt: skip
+    experiment.ship_rows({}, rows, tmp_path, replace=True)
+    assert json.loads((tmp_path / "results.json").read_text()) == [
+        {"label": "x4", "init_from": "fp-x2"}, {"label": "x2", "init_from": None}
+    ]
