@@ -33,6 +33,9 @@ KERNEL_IDLE = f"() => {NOTEBOOK}?.sessionContext?.session?.kernel?.status === 'i
 ERRORS = f"""() => {NOTEBOOK}.content.widgets.flatMap((cell, i) => (cell.model.toJSON().outputs || [])
     .filter(o => o.output_type === 'error').map(o => [i, o.ename + ': ' + o.evalue]))"""
 # Marks every top-level widget in the cell outputs (data-binsr-widget) and its controls (data-binsr-control).
+# The course's quizzes and solution buttons (viz.quiz, viz.solution: classes binsr-quiz, binsr-solution) draw no
+# figure and are left out.
+NOT_FIGURES = ".binsr-quiz, .binsr-solution"
 FIND_WIDGETS = """() => {
   const kinds = {'widget-slider': 'slider', 'widget-dropdown': 'dropdown', 'widget-checkbox': 'checkbox',
                  'widget-toggle-button': 'toggle'};
@@ -41,6 +44,7 @@ FIND_WIDGETS = """() => {
   cells.forEach((cell, c) => {
     for (const root of cell.querySelectorAll('.jp-OutputArea-output > .jupyter-widgets')) {
       if (root.parentElement.closest('.jupyter-widgets')) continue;
+      if (root.matches('NOT_FIGURES') || root.querySelector('NOT_FIGURES')) continue;
       root.dataset.binsrWidget = String(found.length);
       const controls = [...root.querySelectorAll(Object.keys(kinds).map(k => '.' + k).join(', '))];
       found.push({
@@ -55,7 +59,7 @@ FIND_WIDGETS = """() => {
     }
   });
   return found;
-}"""
+}""".replace("NOT_FIGURES", NOT_FIGURES)
 # Waits for the kernel, then runs all cells, without blocking the caller; window.__binsrRun says how far it got.
 RUN_ALL = """() => {
   window.__binsrRun = 'kernel';
