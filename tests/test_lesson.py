@@ -31,8 +31,8 @@ def test_timed_prints_the_wall_time_even_when_the_block_fails(capsys):
     with viz.timed("training"):
         pass
     assert capsys.readouterr().out.startswith("(training ran in 0.0 s of wall-clock time")
-    with pytest.raises(ZeroDivisionError), viz.timed():
-        1 / 0
+    with pytest.raises(KeyError), viz.timed():
+        {}["missing"]
     assert "this cell ran in" in capsys.readouterr().out
 
 
