@@ -280,7 +280,7 @@ def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again
         "checkpoint": SimpleNamespace(pretrained=lambda name, assets: name),
         "ASSETS": checkpoint.ASSETS,
         "BATCH": 2,
-        "QUICK": True,
+        "RUN": viz.RunMode("quick"),
     }
     (panel,) = _run_cells("08_train_yourself.ipynb", names)
     controls, (out,) = _parts(panel)
@@ -291,6 +291,22 @@ def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again
     button.click()
     assert calls == [("proposed", 2, 10, 2)]
     assert _png(out) is not None and not button.disabled
+
+
+def test_the_train_widget_of_notebook_08_greys_out_attention_unless_the_block_is_proposed():
+    manifest = checkpoint.read_manifest(checkpoint.ASSETS)
+    entry = manifest["models"]["edsr-proposed-x2"]
+    names = {"manifest": manifest, "shipped_args": entry["arguments"], "BATCH": 2, "RUN": viz.RunMode("full")}
+    (panel,) = _run_cells("08_train_yourself.ipynb", names)
+    controls = {c.description: c for c in _parts(panel)[0]}
+    attention = (controls["att_bin"], controls["att_res"])
+    assert controls["block"].value == "proposed" and not any(a.disabled for a in attention)
+    for block, disabled in (("FP", True), ("BBCU", True), ("proposed", False)):
+        controls["block"].value = block
+        assert [a.disabled for a in attention] == [disabled, disabled], block
+    # the default run: about a minute at the shipped run's measured seconds per step
+    step_seconds = entry["train_seconds"] / entry["steps"]
+    assert 45 <= controls["steps"].value * step_seconds <= 75
 
 
 # ---- hidden solutions and the self-check quiz ------------------------------------------------------------
