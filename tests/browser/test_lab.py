@@ -1,5 +1,6 @@
 """Every notebook in a real JupyterLab, driven by Chromium: run all cells (quick mode), no error anywhere, and
-every control of every widget redraws its figure on screen; notebook 08's Train button trains live.
+every control of every widget redraws its figure on screen; notebook 08's Train button trains live; the self-check
+quiz answers and a solution button shows its solution.
 
 Widgets are found in the page, not in the notebook source: every top-level widget in a cell's output with a
 control is checked, however it was built. On failure a screenshot is saved in the test's tmp dir and the message
@@ -234,6 +235,26 @@ def check_train_widget(s: Session, root, index: int, widget: dict) -> None:
     TIMINGS.append({"notebook": s.notebook, "widget": name, "control": "(run done)", "seconds": done})
 
 
+def check_quiz_and_solution(s: Session) -> None:
+    """The first quiz question answers a click on Check; the first solution button shows its solution."""
+    question = s.page.locator(".binsr-quiz > .widget-vbox").first
+    if not question.count():
+        s.fail("no-quiz", "no self-check quiz in the page")
+    question.scroll_into_view_if_needed()
+    question.locator("input[type=radio]").first.check()
+    question.locator("button").click()
+    verdict = "root => /[✓✗]/.test(root.querySelector('.widget-hbox .widget-htmlmath')?.textContent ?? '')"
+    s.wait("quiz: a verdict after Check", verdict, arg=question.element_handle())
+    solution = s.page.locator(".binsr-solution").first
+    if not solution.count():
+        s.fail("no-solution", "no solution button in the page")
+    solution.scroll_into_view_if_needed()
+    solution.locator("button").click()
+    shown = "root => root.querySelector('.widget-output .jp-OutputArea-child') !== null"
+    s.wait("solution: its output after a click", shown, arg=solution.element_handle(), timeout_s=TRAIN_TIMEOUT_S)
+    s.idle("kernel idle after the solution")
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_notebook_in_jupyterlab(lab, context, notebook, tmp_path):
     # One notebook at a time: two kernels with two torch threads each on two cores stall each other (a run in
@@ -252,7 +273,8 @@ def test_notebook_in_jupyterlab(lab, context, notebook, tmp_path):
                 check_train_widget(s, root, i, widget)
             else:
                 check_figure_widget(s, root, i, widget)
-        s.check_clean("after moving every control")
+        check_quiz_and_solution(s)
+        s.check_clean("after moving every control, answering the quiz and showing a solution")
     finally:
         s.close()
 
