@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m binsr demo
 
+# BINSR_SOLUTIONS=1: the exercise solutions, hidden behind buttons in the notebooks, run in their cells for nbval.
 test: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
 	BINSR_QUICK=1 $(PY) -m pytest -q tests --ignore=tests/browser
-	BINSR_QUICK=1 $(PY) -m pytest -q --nbval-lax notebooks
+	BINSR_QUICK=1 BINSR_SOLUTIONS=1 $(PY) -m pytest -q --nbval-lax notebooks
 	$(BROWSER_TESTS)
 
 # Every notebook in JupyterLab, every widget moved, driven by Chromium (tests/browser). Without a Chromium it is

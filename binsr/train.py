@@ -180,12 +180,14 @@ def train(
     resume: bool = False,
     callback: Callable[[Progress], None] | None = None,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> TrainResult:
     """Train `create_model(model_name, scale=config.scale, **model_kwargs)`; checkpoints go to out_dir/last.pt.
 
     resume=True continues from out_dir/last.pt when it exists (and starts afresh when it does not); resuming a
     finished run returns its stored result at once. A folder that holds a run is refused unless resume or
-    overwrite is set. SIGINT/SIGTERM save the step in flight and raise `TrainingInterrupted`.
+    overwrite is set. SIGINT/SIGTERM save the step in flight and raise `TrainingInterrupted`. progress=False
+    hides the tqdm bar (a notebook that draws its own live plot would otherwise save a bar stuck at 0 %).
     """
     if model_kwargs.get("scale", config.scale) != config.scale:
         raise ValueError(f"model_kwargs scale={model_kwargs['scale']} differs from config.scale={config.scale}")
@@ -212,7 +214,12 @@ def train(
         sampler = PatchSampler(pairs, config.scale, config.lr_patch, config.batch_size, seed=config.seed + rank)
         signals = hold.enter_context(_signals_noted())
         bar = hold.enter_context(
-            tqdm(total=config.steps, initial=run.step, disable=rank != 0, desc=f"{model_name} x{config.scale}")
+            tqdm(
+                total=config.steps,
+                initial=run.step,
+                disable=rank != 0 or not progress,
+                desc=f"{model_name} x{config.scale}",
+            )
         )
         model.train()
         while run.step < config.steps:

@@ -247,7 +247,7 @@ def test_training_log_records_and_calls_back():
     assert isinstance(viz.training_figure(viz.TrainingLog(total=5)), Figure)  # an empty log draws too
 
 
-def test_train_small_reports_every_step(tmp_path):
+def test_train_small_reports_every_step_and_shows_no_progress_bar(tmp_path, capsys):
     log = viz.TrainingLog(total=2)
     result = viz.train_small(
         "BBCU", scale=2, steps=2, batch_size=2, n_feats=8, n_blocks=1, val_sets=(), train_set="photos-test",
@@ -257,6 +257,7 @@ def test_train_small_reports_every_step(tmp_path):
     assert all(math.isfinite(v) for v in log.loss)
     assert log.lr[0] == pytest.approx(2e-3)  # the cosine schedule starts at lr
     assert result.model.config["name"] == "edsr-bbcu" and (tmp_path / "last.pt").is_file()
+    assert capsys.readouterr().err == ""  # no tqdm bar: a notebook would save it at 0 %
 
 
 def test_shipped_match():

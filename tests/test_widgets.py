@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import ipywidgets as widgets
+import matplotlib.figure
 import numpy as np
 import pytest
 import torch
@@ -279,7 +280,7 @@ def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again
         "checkpoint": SimpleNamespace(pretrained=lambda name, assets: name),
         "ASSETS": checkpoint.ASSETS,
         "BATCH": 2,
-        "QUICK": True,
+        "RUN": viz.RunMode("quick"),
     }
     (panel,) = _run_cells("08_train_yourself.ipynb", names)
     controls, (out,) = _parts(panel)
@@ -290,3 +291,104 @@ def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again
     button.click()
     assert calls == [("proposed", 2, 10, 2)]
     assert _png(out) is not None and not button.disabled
+
+
+def test_the_train_widget_of_notebook_08_greys_out_attention_unless_the_block_is_proposed():
+    manifest = checkpoint.read_manifest(checkpoint.ASSETS)
+    entry = manifest["models"]["edsr-proposed-x2"]
+    names = {"manifest": manifest, "shipped_args": entry["arguments"], "BATCH": 2, "RUN": viz.RunMode("full")}
+    (panel,) = _run_cells("08_train_yourself.ipynb", names)
+    controls = {c.description: c for c in _parts(panel)[0]}
+    attention = (controls["att_bin"], controls["att_res"])
+    assert controls["block"].value == "proposed" and not any(a.disabled for a in attention)
+    for block, disabled in (("FP", True), ("BBCU", True), ("proposed", False)):
+        controls["block"].value = block
+        assert [a.disabled for a in attention] == [disabled, disabled], block
+    # the default run: about a minute at the shipped run's measured seconds per step
+    step_seconds = entry["train_seconds"] / entry["steps"]
+    assert 45 <= controls["steps"].value * step_seconds <= 75
+
+
+# ---- hidden solutions and the self-check quiz ------------------------------------------------------------
+
+
+def _solution_3():
+    print("alpha* =", 0.5)
+    return _line_figure(0.5)
+
+
+def test_a_solution_runs_only_when_its_button_is_clicked(monkeypatch):
+    monkeypatch.delenv("BINSR_SOLUTIONS", raising=False)
+    calls = []
+
+    def solution_2():
+        calls.append(1)
+        print("the answer is", 42)
+
+    s = viz.solution(solution_2)
+    assert isinstance(s, viz.Solution) and calls == [] and s.out.outputs == ()  # Run All shows a button only
+    assert s.button.description == "Show solution 2"
+    s.button.click()
+    assert calls == [1] and s.runs == 1
+    assert s.out.outputs == ({"output_type": "stream", "name": "stdout", "text": "the answer is 42\n"},)
+    assert s.button.description == "Run solution 2 again" and not s.button.disabled
+    s.button.click()
+    assert calls == [1, 1] and len(s.out.outputs) == 1  # replaced, not appended
+
+
+def test_a_solution_shows_its_figure_and_its_error():
+    s = viz.solution(_solution_3)
+    s.button.click()
+    text, figure = s.out.outputs
+    assert text["text"] == "alpha* = 0.5\n"
+    assert _pixels(base64.b64decode(figure["data"]["image/png"])).shape == (2 * viz.FIG_DPI, 3 * viz.FIG_DPI, 3)
+
+    def solution_4():
+        raise KeyError("no such image")
+
+    broken = viz.solution(solution_4)
+    broken.button.click()  # a click has no cell to fail: the traceback is shown
+    (error,) = broken.out.outputs
+    assert error["name"] == "stderr" and "KeyError: 'no such image'" in error["text"]
+
+
+def test_binsr_solutions_runs_the_solution_at_once_in_its_cell(monkeypatch, capsys):
+    monkeypatch.setenv("BINSR_SOLUTIONS", "1")
+    result = viz.solution(_solution_3)
+    assert capsys.readouterr().out == "alpha* = 0.5\n"
+    assert isinstance(result, matplotlib.figure.Figure)  # the cell's result: nbval sees it
+    monkeypatch.setenv("BINSR_SOLUTIONS", "0")
+    assert isinstance(viz.solution(_solution_3), viz.Solution)
+
+
+def test_the_quiz_says_right_and_not_quite():
+    questions = [
+        viz.Question("sign(0) is", ["+1", "-1", "0"], answer=1, why="ties go to -1, eq. (1).", hint="Section 1."),
+        viz.Question("One bit per weight is how much smaller than float32?", ["8x", "32x"], answer=1, why="32 bits."),
+    ]
+    box = viz.quiz(questions)
+    assert "binsr-quiz" in box._dom_classes  # tests/browser leaves it alone
+    first, second = box.children
+    first.check.click()
+    assert first.feedback.value == "Pick an answer first."
+    first.choices.value = "+1"
+    first.check.click()
+    assert first.feedback.value == "✗ Not quite. Section 1."
+    first.choices.value = "-1"
+    first.check.click()
+    assert first.feedback.value == "✓ Right. ties go to -1, eq. (1)."
+    second.choices.index = 0
+    second.check.click()
+    assert second.feedback.value == "✗ Not quite. Try another answer."
+    # no control that tests/browser would take for a figure widget's (it moves sliders, dropdowns, checkboxes, toggles)
+    controls = [w for q in box.children for w in _parts(q)[0]]
+    figure_controls = (widgets.Dropdown, widgets.Checkbox, widgets.ToggleButton, widgets.ToggleButtons)
+    assert not [w for w in controls if isinstance(w, figure_controls) or "Slider" in type(w).__name__]
+    assert sum(isinstance(w, widgets.RadioButtons) for w in controls) == 2
+
+
+def test_a_question_refuses_a_wrong_key():
+    with pytest.raises(ValueError, match="answer=2"):
+        viz.Question("?", ["a", "b"], answer=2, why="")
+    with pytest.raises(ValueError, match="all different"):
+        viz.Question("?", ["a", "a"], answer=0, why="")

@@ -204,3 +204,19 @@ def test_bench_command_refuses_an_unknown_kernel_in_one_line(capsys):
     assert capsys.readouterr().err == (
         "binsr bench: error: unknown XNOR kernel 'avx1024'; expected one of avx512, avx2, portable\n"
     )
+
+
+def test_bench_conv_rows_share_torch_times_and_the_goal_column_is_optional():
+    from binsr import bench
+
+    conv, with_pack = bench.conv_rows(1, channels=8, size=8, repeats=1)
+    assert (conv["case"], with_pack["case"]) == ("conv", "pack + conv")
+    # timed in one interleaved round: torch's NCHW / channels_last ratio is the same in both rows
+    torch_ratio = conv["vs NCHW"] / conv["vs channels_last"]
+    assert torch_ratio == pytest.approx(with_pack["vs NCHW"] / with_pack["vs channels_last"])
+    row = {**conv, "shape": "32->32 @128x128", "vs NCHW": 7.9, "vs channels_last": 4.2, "speedup": 4.2, "goal": 10.0}
+    assert bench.format_bench([row]).splitlines()[1].endswith("4.2x 10.0x  -58%")
+    assert bench.format_bench([row], goals=False).splitlines() == [
+        "thr  kernel   case          shape                 vs NCHW   vs CL  speedup",
+        f"  1  {row['kernel']:<8} conv          32->32 @128x128          7.9x    4.2x     4.2x",
+    ]

@@ -7,6 +7,9 @@ redraws the figure in place; tests call them directly. One module per notebook (
 `rsign_rprelu` 03, `weights` 04, `bbcu` 05, `attention` 06, `activations` 07, `training` 08, `side_by_side` 09
 and `binsr demo`, `xnor_inference` 10; shared helpers in `common`), all re-exported here.
 
+The course's furniture, the same in every notebook: `lesson` (the classroom switch `run_mode` and `timed`
+cells), `solutions` (exercise solutions behind a button) and `self_check` (the quiz at the end).
+
 Every figure function is decorated with `styled`: one style for the series (STYLE: FIG_DPI, fonts of at least
 11 pt, sized for a projector) and one colour per model family everywhere (`model_color`, MODEL_COLORS: bicubic
 grey, FP blue, BBCU orange, proposed green, HR black).
@@ -14,6 +17,8 @@ grey, FP blue, BBCU orange, proposed green, HR black).
 Equation numbers refer to the library docstrings: (1)-(7) `binsr.binary`, (8), (12), (13) `binsr.blocks`,
 (14) `binsr.models`, (15), (16) `binsr.summary`.
 """
+
+import importlib
 
 from binsr.viz.activations import (
     ablated,
@@ -65,6 +70,7 @@ from binsr.viz.common import (
     run_with_hooks,
     styled,
 )
+from binsr.viz.lesson import MODES, RunMode, cell_seconds, run_mode, timed
 from binsr.viz.propagation import initial_signals, initialisation_variants, propagation_figure
 from binsr.viz.rsign_rprelu import (
     correlation,
@@ -126,13 +132,17 @@ from binsr.viz.xnor_inference import (
 )
 
 # The widget helpers need ipywidgets (the "notebooks" extra): imported on first use, so `binsr demo` and the
-# figure functions work without it.
-_INTERACT = ("FigureWidget", "figure_widget", "show_figure")
+# figure functions work without it. No module is named like one of its names: importing a submodule binds its
+# name in this package, which would hide the function of that name.
+_WIDGET_MODULES = {
+    "interact": ("FigureWidget", "figure_widget", "show_figure"),
+    "solutions": ("Solution", "solution", "solutions_at_once"),
+    "self_check": ("Question", "quiz"),
+}
 
 
 def __getattr__(name: str):
-    if name in _INTERACT:
-        from binsr.viz import interact
-
-        return getattr(interact, name)
+    for module, names in _WIDGET_MODULES.items():
+        if name in names:
+            return getattr(importlib.import_module(f"binsr.viz.{module}"), name)
     raise AttributeError(f"module 'binsr.viz' has no attribute {name!r}")

@@ -32,7 +32,8 @@ def show_figure(out: widgets.Output, fig: Figure) -> None:
     out.outputs = (figure_output(fig),)
 
 
-def _error_output(exc: BaseException) -> dict:
+def error_output(exc: BaseException) -> dict:
+    """`exc` and its traceback as one Jupyter stderr stream output."""
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     return {"output_type": "stream", "name": "stderr", "text": "".join(lines)}
 
@@ -82,7 +83,7 @@ class FigureWidget(widgets.VBox):
         try:
             show_figure(self.out, self.figure_fn(**self.values()))
         except Exception as e:
-            self.out.outputs = (_error_output(e),)
+            self.out.outputs = (error_output(e),)
             if raise_errors:
                 raise
         self.draws += 1

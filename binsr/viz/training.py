@@ -107,16 +107,17 @@ def train_small(
     seed: int = 0,
 ):
     """`binsr.train` of `model_choice(block, ...)` on the embedded photos (by default), in a temporary folder
-    unless `out_dir` is given; returns the TrainResult. Everything else is TrainConfig's defaults."""
+    unless `out_dir` is given; returns the TrainResult. Everything else is TrainConfig's defaults. No tqdm bar:
+    its widget would be saved in the notebook at 0 %; `callback` (a `TrainingLog`) shows the progress instead."""
     name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks)
     config = TrainConfig(
         scale=scale, steps=steps, lr=lr, batch_size=batch_size, train_set=train_set, val_sets=tuple(val_sets),
         val_interval=val_interval, checkpoint_interval=steps, seed=seed, device="cpu", compile=False,
     )  # fmt: skip
     if out_dir is not None:
-        return train(name, kwargs, config, out_dir, callback=callback)
+        return train(name, kwargs, config, out_dir, callback=callback, progress=False)
     with tempfile.TemporaryDirectory(prefix="binsr-train-") as tmp:
-        return train(name, kwargs, config, tmp, callback=callback)
+        return train(name, kwargs, config, tmp, callback=callback, progress=False)
 
 
 def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> str | None:

@@ -1,5 +1,6 @@
 """Every notebook in a real JupyterLab, driven by Chromium: run all cells (quick mode), no error anywhere, and
-every control of every widget redraws its figure on screen; notebook 08's Train button trains live.
+every control of every widget redraws its figure on screen; notebook 08's Train button trains live; the self-check
+quiz answers and a solution button shows its solution.
 
 Widgets are found in the page, not in the notebook source: every top-level widget in a cell's output with a
 control is checked, however it was built. On failure a screenshot is saved in the test's tmp dir and the message
@@ -33,6 +34,9 @@ KERNEL_IDLE = f"() => {NOTEBOOK}?.sessionContext?.session?.kernel?.status === 'i
 ERRORS = f"""() => {NOTEBOOK}.content.widgets.flatMap((cell, i) => (cell.model.toJSON().outputs || [])
     .filter(o => o.output_type === 'error').map(o => [i, o.ename + ': ' + o.evalue]))"""
 # Marks every top-level widget in the cell outputs (data-binsr-widget) and its controls (data-binsr-control).
+# The course's quizzes and solution buttons (viz.quiz, viz.solution: classes binsr-quiz, binsr-solution) draw no
+# figure and are left out.
+NOT_FIGURES = ".binsr-quiz, .binsr-solution"
 FIND_WIDGETS = """() => {
   const kinds = {'widget-slider': 'slider', 'widget-dropdown': 'dropdown', 'widget-checkbox': 'checkbox',
                  'widget-toggle-button': 'toggle'};
@@ -41,6 +45,7 @@ FIND_WIDGETS = """() => {
   cells.forEach((cell, c) => {
     for (const root of cell.querySelectorAll('.jp-OutputArea-output > .jupyter-widgets')) {
       if (root.parentElement.closest('.jupyter-widgets')) continue;
+      if (root.matches('NOT_FIGURES') || root.querySelector('NOT_FIGURES')) continue;
       root.dataset.binsrWidget = String(found.length);
       const controls = [...root.querySelectorAll(Object.keys(kinds).map(k => '.' + k).join(', '))];
       found.push({
@@ -55,7 +60,7 @@ FIND_WIDGETS = """() => {
     }
   });
   return found;
-}"""
+}""".replace("NOT_FIGURES", NOT_FIGURES)
 # Waits for the kernel, then runs all cells, without blocking the caller; window.__binsrRun says how far it got.
 RUN_ALL = """() => {
   window.__binsrRun = 'kernel';
@@ -230,6 +235,26 @@ def check_train_widget(s: Session, root, index: int, widget: dict) -> None:
     TIMINGS.append({"notebook": s.notebook, "widget": name, "control": "(run done)", "seconds": done})
 
 
+def check_quiz_and_solution(s: Session) -> None:
+    """The first quiz question answers a click on Check; the first solution button shows its solution."""
+    question = s.page.locator(".binsr-quiz > .widget-vbox").first
+    if not question.count():
+        s.fail("no-quiz", "no self-check quiz in the page")
+    question.scroll_into_view_if_needed()
+    question.locator("input[type=radio]").first.check()
+    question.locator("button").click()
+    verdict = "root => /[✓✗]/.test(root.querySelector('.widget-hbox .widget-htmlmath')?.textContent ?? '')"
+    s.wait("quiz: a verdict after Check", verdict, arg=question.element_handle())
+    solution = s.page.locator(".binsr-solution").first
+    if not solution.count():
+        s.fail("no-solution", "no solution button in the page")
+    solution.scroll_into_view_if_needed()
+    solution.locator("button").click()
+    shown = "root => root.querySelector('.widget-output .jp-OutputArea-child') !== null"
+    s.wait("solution: its output after a click", shown, arg=solution.element_handle(), timeout_s=TRAIN_TIMEOUT_S)
+    s.idle("kernel idle after the solution")
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_notebook_in_jupyterlab(lab, context, notebook, tmp_path):
     # One notebook at a time: two kernels with two torch threads each on two cores stall each other (a run in
@@ -248,7 +273,8 @@ def test_notebook_in_jupyterlab(lab, context, notebook, tmp_path):
                 check_train_widget(s, root, i, widget)
             else:
                 check_figure_widget(s, root, i, widget)
-        s.check_clean("after moving every control")
+        check_quiz_and_solution(s)
+        s.check_clean("after moving every control, answering the quiz and showing a solution")
     finally:
         s.close()
 
