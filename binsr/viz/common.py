@@ -81,9 +81,14 @@ def model_color(label: str) -> str:
     return OTHER_COLOR if family is None else MODEL_COLORS[family]
 
 
+def env_flag(name: str) -> bool:
+    """True when the environment variable `name` is set to anything but "", "0", "false" or "no"."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def quick_mode() -> bool:
-    """True when the environment variable BINSR_QUICK is set to anything but "", "0" or "false" (CI)."""
-    return os.environ.get("BINSR_QUICK", "").strip().lower() not in ("", "0", "false", "no")
+    """True when BINSR_QUICK is set (CI): the notebooks' loops shrink."""
+    return env_flag("BINSR_QUICK")
 
 
 def new_figure(width: float = 9.0, height: float = 3.2) -> Figure:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import time
 from collections.abc import Callable
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
+from binsr.viz.common import env_flag
 from binsr.viz.interact import error_output, figure_output
 
 SOLUTIONS_ENV = "BINSR_SOLUTIONS"
@@ -25,8 +25,8 @@ SHOW_SECONDS = 1.0  # a solution that ran longer says how long
 
 
 def solutions_at_once() -> bool:
-    """True when BINSR_SOLUTIONS is set to anything but "", "0", "false" or "no" (CI)."""
-    return os.environ.get(SOLUTIONS_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    """True when BINSR_SOLUTIONS is set (CI): solutions run in their cells."""
+    return env_flag(SOLUTIONS_ENV)
 
 
 def _stream(name: str, text: str) -> dict:
