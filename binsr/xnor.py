@@ -216,6 +216,15 @@ def _pointer(array: np.ndarray | None) -> int | None:
     return None if array is None else array.ctypes.data
 
 
+def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised float32 array starting on a VECTOR_BYTES boundary (numpy guarantees only 16 bytes), so
+    that the native kernels may write it with whole-vector non-temporal stores."""
+    size = int(np.prod(shape))
+    buffer = np.empty(size + VECTOR_BYTES // 4, np.float32)
+    start = (-buffer.ctypes.data % VECTOR_BYTES) // 4
+    return buffer[start : start + size].reshape(shape)
+
+
 # ---- packing --------------------------------------------------------------------------------------------------
 
 
@@ -260,7 +269,7 @@ def xnor_conv(
     for name, array in (("residual", residual), ("out", out)):
         if array is not None and (array.shape != shape or array.dtype != np.float32 or not array.flags.c_contiguous):
             raise ValueError(f"{name} is {array.shape} {array.dtype}; expected C-contiguous {shape} float32")
-    out = np.empty(shape, np.float32) if out is None else out
+    out = _aligned_empty(shape) if out is None else out
     nxt = None
     if next_threshold is not None:
         next_threshold = np.ascontiguousarray(next_threshold, np.float32)

@@ -18,6 +18,7 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define PARALLEL_WORK (1 << 18) /* below this many output channels x taps x pixels (or packed channels), one thread */
+#define STREAM_BYTES (2 << 20) /* outputs from this size (larger than most L2 caches) are written non-temporally */
 
 #if defined(BINSR_AVX512)
 typedef __m512i vec;
@@ -52,6 +53,7 @@ typedef __m512 fvec;
 INLINE __mmask16 fmask(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
 INLINE fvec fload(const float *p, int64_t n) { return _mm512_maskz_loadu_ps(fmask(n), p); }
 INLINE void fstore(float *p, fvec v, int64_t n) { _mm512_mask_storeu_ps(p, fmask(n), v); }
+INLINE void fstream(float *p, fvec v) { _mm512_stream_ps(p, v); } /* p 64-byte aligned */
 INLINE fvec fadd(fvec a, fvec b) { return _mm512_add_ps(a, b); }
 INLINE fvec fsub(fvec a, fvec b) { return _mm512_sub_ps(a, b); }
 INLINE fvec fmul(fvec a, fvec b) { return _mm512_mul_ps(a, b); }
@@ -111,6 +113,7 @@ INLINE void fstore(float *p, fvec v, int64_t n) {
     if (n >= 8) _mm256_storeu_ps(p, v);
     else _mm256_maskstore_ps(p, fmask(n), v);
 }
+INLINE void fstream(float *p, fvec v) { _mm256_stream_ps(p, v); } /* p 32-byte aligned */
 INLINE fvec fadd(fvec a, fvec b) { return _mm256_add_ps(a, b); }
 INLINE fvec fsub(fvec a, fvec b) { return _mm256_sub_ps(a, b); }
 INLINE fvec fmul(fvec a, fvec b) { return _mm256_mul_ps(a, b); }
@@ -184,6 +187,7 @@ typedef struct {
     float *out;                  /* (N, H, W, O) */
     const float *next_threshold; /* (O), or NULL: no packed output */
     char *next;                  /* (N, H+2, W+2, words(O)) packed map for the next layer */
+    int stream;                  /* write `out` with non-temporal stores (see binsr_conv) */
 } Conv;
 
 /* counts[p * opad + o] (+)= sum over steps j of popcount(a_j ^ w_j) for TILE_VECTORS (or 1, with `single`) output
@@ -234,7 +238,10 @@ INLINE void output_stage(const Conv *c, const int32_t *counts, int64_t case_inde
             v = fadd(fprelu(fsub(v, fload(gamma, n)), fload(beta, n)), fload(zeta, n));
         }
         if (residual) v = fadd(v, fload(c->residual + pixel * channels + o, n));
-        fstore(out + o, v, n);
+        if (c->stream)
+            fstream(out + o, v);
+        else
+            fstore(out + o, v, n);
         if (next) {
             bits |= (uint64_t)fgreater(v, fload(c->next_threshold + o, n)) << (o % 64);
             bits = put_word(next, o, channels, bits);
@@ -298,12 +305,17 @@ void binsr_conv(const char *act, const char *weights, const int32_t *base, const
     for (int64_t t = 0; t < k * k; t++)
         for (int64_t w = 0; w < words; w++)
             offsets[t * words + w] = (t / k) * map_row + (t % k) * words * bytes + w * bytes;
+    /* A large output that this call does not read again (no residual, no packed copy) bypasses the caches: the
+     * stores then skip reading each line before writing it, and the output would not fit in cache anyway. */
+    const int stream = !residual && !next && n_img * height * width * out_channels * 4 >= STREAM_BYTES &&
+                       out_channels % FLANES == 0 && (uintptr_t)out % VEC_BYTES == 0;
     const Conv c = {act, weights, offsets, height, width, channels, out_channels, opad, k * k * words, k,
-                    base, alpha, rprelu, residual, out, next_threshold, next};
+                    base, alpha, rprelu, residual, out, next_threshold, next, stream};
     const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];
     /* waking the other threads costs more than a small map's work */
     const int64_t work = n_img * height * width * out_channels * k * k;
     const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t row = 0; row < n_img * height; row++) row_function(&c, row);
+    if (stream) _mm_sfence(); /* order the non-temporal stores before whatever reads `out` next */
 }

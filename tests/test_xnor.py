@@ -62,6 +62,22 @@ def test_accumulators_on_thin_maps(channels, height, width, kernel):
     assert_accumulators_equal(*random_case(channels, 6, 3, height, width, seed=height * 7 + width))
 
 
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_large_output_streamed_or_not_is_the_same(offset, kernel):
+    # 2 MiB and more of output, nothing fused: the native kernels write it with non-temporal stores when it starts
+    # on a vector boundary (offset 0: xnor_conv's own allocation or an aligned out=), with plain stores otherwise
+    x, threshold, weight = random_case(16, 16, 3, 128, 160, seed=5)
+    packed = xnor.pack_activations(nhwc(x), threshold.numpy())
+    expected = nhwc(torch_accumulators(x, threshold, weight)).astype(np.float32)
+    buffer = np.full(expected.size + 32, np.nan, np.float32)
+    start = (-buffer.ctypes.data % xnor.VECTOR_BYTES) // 4 + offset
+    out = buffer[start : start + expected.size].reshape(expected.shape)
+    assert expected.nbytes >= 2 << 20
+    np.testing.assert_array_equal(xnor.xnor_conv(packed, xnor.pack_conv(weight.numpy()), out=out)[0], expected)
+    np.testing.assert_array_equal(xnor.xnor_conv(packed, xnor.pack_conv(weight.numpy()))[0], expected)
+    assert np.isnan(buffer[:start]).all() and np.isnan(buffer[start + expected.size :]).all()
+
+
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_packing_is_rsign_with_a_plus_one_border(channels, kernel):
     gen = torch.Generator().manual_seed(channels)
