@@ -13,6 +13,10 @@ The gate, eq. (9a), is the part that decides whether attention can hurt a residu
 a value g zeroes the last layer's weights and sets its bias to gate^-1(g), so the map is exactly g everywhere at
 initialisation (g = 1 with "2sigmoid": the module starts as the identity).
 
+What the gate sees, eq. (9b): out = x * gate(z(s x)). In a body amplified by k (14) the features are about k
+times larger than the image; s = 1/k lets the logits see them at unit scale, so a gate's weights change its map
+as fast as in an unamplified net. The map still multiplies x itself. s = 1 (the papers) is the default.
+
 The gate is a submodule (`.gate`), so a forward hook on it sees the map; nothing is stored in the module.
 """
 
@@ -53,16 +57,17 @@ class Gate(nn.Module):
 
 
 class _Attention(nn.Module):
-    """Shared forward x * gate(logits(x)); subclasses define `logits` and name their last conv `last`."""
+    """Shared forward x * gate(logits(s x)), eq. (9b); subclasses define `logits` and `last_conv`."""
 
     gate: Gate
+    input_scale: float = 1.0
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The gate map, broadcastable against x: (N, C, 1, 1), (N, 1, H, W) or (N, C, H, W)."""
-        return self.gate(self.logits(x))
+        return self.gate(self.logits(x if self.input_scale == 1 else x * self.input_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention_map(x)
@@ -76,6 +81,9 @@ class _Attention(nn.Module):
 
     def last_conv(self) -> nn.Conv2d:
         raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return "" if self.input_scale == 1 else f"input_scale={self.input_scale!r}"
 
 
 class SqueezeExcitation(_Attention):
@@ -128,8 +136,13 @@ class PixelAttention(_ConvAttention):
     maps_per_channel = True
 
 
-def make_attention(kind: str, channels: int, gate: str = "sigmoid", gate_init: float | None = None) -> nn.Module:
-    """The attention module named `kind` (one of ATTENTION_KINDS) with gate (9a); "none" is the identity."""
+def make_attention(
+    kind: str, channels: int, gate: str = "sigmoid", gate_init: float | None = None, input_scale: float = 1.0
+) -> nn.Module:
+    """The attention module named `kind` (one of ATTENTION_KINDS) with gate (9a) seeing s x (9b); "none" is the
+    identity."""
+    if not (math.isfinite(input_scale) and input_scale > 0):
+        raise ValueError(f"input_scale={input_scale}; expected a positive finite number")
     builders = {
         "none": lambda: nn.Identity(),
         "se": lambda: SqueezeExcitation(channels, gate=gate, gate_init=gate_init),
@@ -138,4 +151,7 @@ def make_attention(kind: str, channels: int, gate: str = "sigmoid", gate_init: f
     }
     if kind not in builders:
         raise ValueError(f"attention kind {kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")
-    return builders[kind]()
+    module = builders[kind]()
+    if kind != "none":
+        module.input_scale = float(input_scale)
+    return module

@@ -68,7 +68,8 @@ class AttentiveBinaryUnit(nn.Module):
 
     In the preprint a1 and a2 (both 1 at the start) replace BBCU's amplification factor k: they set the balance
     between the binary branch and the full-precision residual. `a1_init`, `a2_init`, the attention gate (9a) and
-    its start `gate_init` choose where training starts; the model's k (14) may be kept as well.
+    its start `gate_init` choose where training starts; the model's k (14) may be kept as well, and
+    `gate_input_scale` (9b) is what the gates' logits see of their input.
     """
 
     def __init__(
@@ -84,13 +85,14 @@ class AttentiveBinaryUnit(nn.Module):
         gate: str = "sigmoid",
         gate_init: float | None = None,
         weight_grad: WeightGrad = "bbcu",
+        gate_input_scale: float = 1.0,
     ):
         super().__init__()
         self.conv = BinaryConv2d(
             n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad
         )
-        self.att_bin = make_attention(att_bin, n_feats, gate, gate_init)
-        self.att_res = make_attention(att_res, n_feats, gate, gate_init)
+        self.att_bin = make_attention(att_bin, n_feats, gate, gate_init, gate_input_scale)
+        self.att_res = make_attention(att_res, n_feats, gate, gate_init, gate_input_scale)
         self.a1 = nn.Parameter(torch.tensor(float(a1_init)), requires_grad=learn_scales)
         self.a2 = nn.Parameter(torch.tensor(float(a2_init)), requires_grad=learn_scales)
 

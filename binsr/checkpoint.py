@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from binsr.models import create_model
+from binsr.models import complete_config, create_model
 
 FORMAT = "binsr-checkpoint-1"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -129,7 +129,7 @@ def warm_start(model: nn.Module, path: str | Path) -> list[str]:
     the first upsampling stage carry over, the new stage starts fresh. Refuse a checkpoint of another model (its
     arguments must equal `model`'s but for the scale)."""
     state = load(path)
-    ours, theirs = model.config, state["model"]
+    ours, theirs = model.config, complete_config(state["model"])
     if theirs["name"] != ours["name"] or {**theirs["kwargs"], "scale": 0} != {**ours["kwargs"], "scale": 0}:
         raise ValueError(f"checkpoint {path} holds {theirs['name']} {theirs['kwargs']}; expected {ours['name']} "
                          f"with the arguments {ours['kwargs']} (any scale)")  # fmt: skip

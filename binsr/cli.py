@@ -33,6 +33,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--a2-init", type=float, help="initial a2, residual scale (edsr-proposed)")
     parser.add_argument("--gate", choices=["sigmoid", "2sigmoid"], help="attention gate form (edsr-proposed)")
     parser.add_argument("--gate-init", type=_float_or_none, help="initial gate value, or 'none' for the default init")
+    parser.add_argument("--gate-input", choices=["amplified", "unit"],
+                        help="what the attention gates see: the k-amplified features or them / k (edsr-proposed)")
     parser.add_argument("--preprint-literal", action="store_true",
                         help="edsr-proposed as the preprint reads: k=1, a1=a2=1, sigmoid gates, default init")
 
@@ -42,7 +44,7 @@ def _float_or_none(text: str) -> float | str:
 
 
 MODEL_OPTIONS = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k", "alpha_mode", "weight_grad",
-                 "a1_init", "a2_init", "gate", "gate_init")
+                 "a1_init", "a2_init", "gate", "gate_init", "gate_input")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:

@@ -23,6 +23,7 @@ class TrainConfig:
     lr_patch: int = _setting(48, "LR patch side")
     batch_size: int = _setting(16, "patches per step")
     betas: tuple[float, float] = _setting((0.9, 0.99), "Adam betas")
+    scalar_lr: float = _setting(1.0, "learning rate of the unit scales a1, a2 (12) as a multiple of --lr")
     train_set: str = _setting("T91", "dataset name (see binsr.data.dataset_names) or image folder", "--train")
     val_sets: tuple[str, ...] = _setting(("Set5",), "validation datasets", "--val")
     val_interval: int = _setting(0, "validate every N steps (0: only after the last step)")
@@ -37,4 +38,4 @@ class TrainConfig:
 
 
 # The fields a resumed run must share with the checkpoint to take the same steps.
-TRAJECTORY_FIELDS = ("scale", "steps", "lr", "lr_patch", "batch_size", "betas", "train_set", "seed")
+TRAJECTORY_FIELDS = ("scale", "steps", "lr", "lr_patch", "batch_size", "betas", "scalar_lr", "train_set", "seed")

@@ -71,12 +71,14 @@ def binary_conv_op(name: str, conv: BinaryConv2d) -> runtime.BinaryConv:
 
 
 def attention_op(name: str, module: nn.Module, channels: int) -> runtime.Attention:
-    """An attention module as kind, gate form and state dict; refused unless `make_attention` rebuilds it exactly."""
+    """An attention module as kind, gate form, state dict and input scale; refused unless `make_attention` rebuilds
+    it exactly."""
     kind = next((k for k in ATTENTION_KINDS if type(module) is type(make_attention(k, channels))), None)
     if kind is None:
         raise ValueError(f"{name}: cannot export attention module {type(module).__name__}")
     gate = module.gate.form if kind != "none" else "sigmoid"
-    op = runtime.Attention(name, kind, gate, channels, {k: _numpy(v) for k, v in module.state_dict().items()})
+    state = {k: _numpy(v) for k, v in module.state_dict().items()}
+    op = runtime.Attention(name, kind, gate, channels, state, getattr(module, "input_scale", 1.0))
     try:
         rebuilt = op.module
     except RuntimeError as error:  # load_state_dict: other shapes, e.g. another SE reduction

@@ -159,6 +159,8 @@ def edsr_bbcu(
 
 
 # The preprint read literally: no amplification, a1 = a2 = 1, sigmoid gates with PyTorch's default init.
+GATE_INPUTS: tuple[str, ...] = ("amplified", "unit")
+
 PREPRINT_LITERAL = {"k": 1.0, "a1_init": 1.0, "a2_init": 1.0, "gate": "sigmoid", "gate_init": None}
 
 
@@ -176,19 +178,25 @@ def edsr_proposed(
     gate: str = "2sigmoid",
     gate_init: float | None = 1.0,
     weight_grad: str = "bbcu",
+    gate_input: str = "amplified",
 ) -> nn.Module:
     """EDSR with the preprint's attentive binary blocks (12); attention kinds from ATTENTION_KINDS.
 
     k defaults to BBCU's (None); with gate "2sigmoid" started at 1 every unit begins as a BBCU unit (8).
+    gate_input (9b): "amplified" gates see the body's k-amplified features, "unit" gates see them divided by k.
     `create_model("edsr-proposed", **PREPRINT_LITERAL)` is the preprint's reading (k = 1, sigmoid gates)."""
     for name, kind in (("att_bin", att_bin), ("att_res", att_res)):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f"{name}={kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")
+    if gate_input not in GATE_INPUTS:
+        raise ValueError(f"gate_input={gate_input!r} is not valid; expected one of {', '.join(GATE_INPUTS)}")
+    k = bbcu_k(n_feats) if k is None else k
     block = partial(
         AttentiveBinaryBlock, att_bin=att_bin, att_res=att_res, alpha_mode=alpha_mode, backward=backward,
         a1_init=a1_init, a2_init=a2_init, gate=gate, gate_init=gate_init, weight_grad=weight_grad,
+        gate_input_scale=1.0 / k if gate_input == "unit" else 1.0,
     )  # fmt: skip
-    return EDSR(scale, n_feats, n_blocks, block, k=bbcu_k(n_feats) if k is None else k)
+    return EDSR(scale, n_feats, n_blocks, block, k=k)
 
 
 def srresnet_fp(scale: int = 4, n_feats: int = 64, n_blocks: int = 16) -> nn.Module:
@@ -228,6 +236,14 @@ def model_arguments(name: str, **kwargs) -> dict:
     bound = signature.bind(**kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+def complete_config(config: dict) -> dict:
+    """A stored model config {"name", "kwargs"} with every argument binsr added since it was written set to its
+    default, so that it compares equal to `create_model`'s `model.config`; an unknown name is returned as it is."""
+    if config["name"] not in MODELS:
+        return config
+    return {"name": config["name"], "kwargs": model_arguments(config["name"], **config["kwargs"])}
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

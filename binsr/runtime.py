@@ -163,17 +163,19 @@ class AddPoppedUpsampled:
 
 @dataclass(frozen=True, eq=False)
 class Attention:
-    """A `binsr.attention` module ("none" is the identity), rebuilt from its kind, gate form and state dict."""
+    """A `binsr.attention` module ("none" is the identity), rebuilt from its kind, gate form, state dict and the
+    scale its logits see (9b)."""
 
     name: str
     kind: str
     gate: str
     channels: int
     state: dict[str, np.ndarray]
+    input_scale: float = 1.0
 
     @functools.cached_property
     def module(self) -> nn.Module:
-        module = make_attention(self.kind, self.channels, self.gate)
+        module = make_attention(self.kind, self.channels, self.gate, input_scale=self.input_scale)
         module.load_state_dict({key: torch.from_numpy(array) for key, array in self.state.items()})
         return module.eval()
 

@@ -40,7 +40,7 @@ from binsr.data import PatchSampler, load_images
 from binsr.distributed import any_rank, finish, init_distributed, mean_and_any, resolve_device
 from binsr.evaluate import evaluate
 from binsr.folders import claim_run
-from binsr.models import create_model
+from binsr.models import complete_config, create_model
 
 
 @dataclass
@@ -73,6 +73,18 @@ class TrainingInterrupted(KeyboardInterrupt):
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The cosine schedule at `step` (0-based): config.lr at step 0, 0 at config.steps."""
     return config.lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+
+
+def parameter_groups(model: nn.Module, scalar_lr: float) -> list[dict]:
+    """Adam's parameter groups: one, or two when the unit scales a1, a2 (12) learn at scalar_lr times the rate."""
+    if not (math.isfinite(scalar_lr) and scalar_lr > 0):
+        raise ValueError(f"scalar_lr={scalar_lr}; expected a positive finite multiple of the learning rate")
+    named = list(model.named_parameters())
+    scalars = [p for name, p in named if name.rsplit(".", 1)[-1] in ("a1", "a2")]
+    if scalar_lr == 1 or not scalars:
+        return [{"params": [p for _, p in named]}]
+    others = [p for name, p in named if name.rsplit(".", 1)[-1] not in ("a1", "a2")]
+    return [{"params": others}, {"params": scalars, "lr_scale": scalar_lr}]
 
 
 def mean_psnr(rows: list[dict]) -> float | None:
@@ -133,9 +145,11 @@ def _restore(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, con
     missing = [key for key in ("config", "optimizer", "rng", "metrics") if key not in state]
     if missing:
         raise ValueError(f"{last} has no {', '.join(missing)}; expected a checkpoint written by binsr train")
-    if state["model"] != model.config:
+    if complete_config(state["model"]) != model.config:
         raise ValueError(f"{last} holds {state['model']}; expected {model.config}")
-    changed = [name for name in TRAJECTORY_FIELDS if state["config"][name] != getattr(config, name)]
+    defaults = asdict(TrainConfig())  # for fields added after the checkpoint was written
+    saved = {**defaults, **state["config"]}
+    changed = [name for name in TRAJECTORY_FIELDS if saved[name] != getattr(config, name)]
     if changed:
         raise ValueError(f"{last} was trained with different {', '.join(changed)}; expected the same to resume")
     model.load_state_dict(state["state_dict"])
@@ -199,7 +213,7 @@ def train(
         last = _claim_folder(hold, Path(out_dir), resume, overwrite, rank, world, device)
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         model = create_model(model_name, **{**model_kwargs, "scale": config.scale}).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+        optimizer = torch.optim.Adam(parameter_groups(model, config.scalar_lr), lr=config.lr, betas=config.betas)
         if resume and last.is_file():
             run = _restore(last, model, optimizer, config)
         else:
@@ -226,7 +240,7 @@ def train(
             started = time.perf_counter()
             lr = learning_rate(config, run.step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             lr_batch, hr_batch = (t.to(device) for t in sampler.batch(run.step))
             loss = loss_fn(lr_batch, hr_batch)
             loss_value, stopping = mean_and_any(loss, bool(signals), world)  # every rank stops at the same step

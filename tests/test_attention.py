@@ -69,6 +69,22 @@ def test_gate_init_one_starts_every_attention_at_the_identity(kind):
     assert torch.allclose(half(x), 0.95 * x, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["se", "spatial", "pixel"])
+def test_input_scale_is_what_the_logits_see_and_the_map_still_multiplies_x(kind):
+    """Eq. (9b): out = x * gate(z(s x)); the same weights at s = 1 fed s x give the same map."""
+    torch.manual_seed(0)
+    scaled = make_attention(kind, 16, input_scale=1 / 65)
+    plain = make_attention(kind, 16)
+    plain.load_state_dict(scaled.state_dict())
+    x = 65 * torch.randn(2, 16, 5, 6)
+    gate_map = plain.attention_map(x * (1 / 65))
+    assert torch.equal(scaled.attention_map(x), gate_map)
+    assert torch.equal(scaled(x), x * gate_map)
+    assert "input_scale=0.015384615384615385" in repr(scaled) and "input_scale" not in repr(plain)
+    with pytest.raises(ValueError, match="input_scale=0.0; expected a positive finite number"):
+        make_attention(kind, 16, input_scale=0.0)
+
+
 def test_attention_parameter_counts():
     assert sum(p.numel() for p in make_attention("se", 64).parameters()) == 64 * 4 + 4 + 4 * 64 + 64
     assert sum(p.numel() for p in make_attention("spatial", 64).parameters()) == 65

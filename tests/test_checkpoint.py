@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from binsr import checkpoint
-from binsr.models import create_model
+from binsr.models import complete_config, create_model
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 
@@ -103,7 +103,7 @@ def test_shipped_checkpoints_match_the_manifest_and_are_small(name):
     state = checkpoint.load(path)
     assert "optimizer" not in state and state["step"] == entry["steps"]
     model = checkpoint.pretrained(name)
-    assert model.config == {"name": entry["model"], "kwargs": entry["arguments"]}
+    assert model.config == complete_config({"name": entry["model"], "kwargs": entry["arguments"]})
     kind = entry["arguments"].get("att_bin")  # proposed variants other than the best carry their attention kind
     assert name in (f"{entry['model']}-x{model.scale}", f"{entry['model']}-{kind}-x{model.scale}")
     assert entry["file"] == f"{name}.pt"

@@ -20,6 +20,7 @@ CASES = [
     ("edsr-bbcu", {"scale": 2, "n_feats": 64}),  # 32 channels pack into uint32 words, 64 into uint64
     *[("edsr-proposed", {"scale": 2, "att_bin": kind, "att_res": kind}) for kind in ("none", "se", "spatial", "pixel")],
     ("edsr-proposed", {"scale": 3, "att_bin": "se", "att_res": "pixel"}),
+    ("edsr-proposed", {"scale": 2, "att_bin": "spatial", "att_res": "se", "gate_input": "unit"}),
     ("bbcu-l", {"scale": 4}),
     ("bbcu-m", {"scale": 2}),
 ]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from binsr.binary import BinaryConv2d
-from binsr.models import MODELS, PREPRINT_LITERAL, bbcu_k, create_model, model_arguments
+from binsr.models import MODELS, PREPRINT_LITERAL, bbcu_k, complete_config, create_model, model_arguments
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -21,9 +21,12 @@ def test_config_records_full_arguments_and_rebuilds_the_model():
         "kwargs": {
             "scale": 2, "n_feats": 16, "n_blocks": 2, "att_bin": "se", "att_res": "se",
             "k": None, "alpha_mode": "learnable", "backward": "approx", "a1_init": 1.0, "a2_init": 1.0,
-            "gate": "2sigmoid", "gate_init": 1.0, "weight_grad": "bbcu",
+            "gate": "2sigmoid", "gate_init": 1.0, "weight_grad": "bbcu", "gate_input": "amplified",
         },
     }
+    written_before_gate_input = {"name": "edsr-proposed", "kwargs": dict(model.config["kwargs"])}
+    del written_before_gate_input["kwargs"]["gate_input"]
+    assert complete_config(written_before_gate_input) == model.config
     twin = create_model(model.config["name"], **model.config["kwargs"])
     assert twin.state_dict().keys() == model.state_dict().keys()
 
@@ -94,6 +97,18 @@ def test_default_attentive_net_starts_as_edsr_bbcu(kind):
     assert missing and all(".att_" in key or key.endswith((".a1", ".a2")) for key in missing)
     x = torch.rand(1, 3, 9, 11)
     assert torch.equal(proposed(x), bbcu(x))
+
+
+def test_unit_gate_input_divides_what_every_gate_sees_by_k():
+    amplified = create_model("edsr-proposed", n_feats=32, n_blocks=2, att_bin="se", att_res="pixel")
+    unit = create_model("edsr-proposed", n_feats=32, n_blocks=2, att_bin="se", att_res="pixel", gate_input="unit")
+    k = bbcu_k(32)
+    assert k == 65.0
+    for model, expected in ((amplified, 1.0), (unit, 1 / k)):
+        gates = [m for m in model.modules() if hasattr(m, "gate")]
+        assert len(gates) == 2 * 2 * 2 and all(m.input_scale == expected for m in gates)
+    with pytest.raises(ValueError, match="gate_input='raw' is not valid; expected one of amplified, unit"):
+        create_model("edsr-proposed", gate_input="raw")
 
 
 def test_bbcu_m_tail_binary_convs_get_bbcus_scaled_init():

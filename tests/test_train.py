@@ -14,6 +14,7 @@ from binsr.cli import build_parser, main, train_config
 from binsr.data import PatchSampler
 from binsr.distributed import resolve_device
 from binsr.folders import claim_run
+from binsr.models import create_model
 from binsr.train import Progress, TrainConfig, TrainingInterrupted, learning_rate, train
 
 TINY = {"n_feats": 4, "n_blocks": 1}
@@ -99,6 +100,33 @@ def test_resumed_run_reaches_exactly_the_parameters_of_an_uninterrupted_run(imag
     opt_whole = checkpoint.load(tmp_path / "whole" / "last.pt")["optimizer"]["state"]
     opt_resumed = checkpoint.load(tmp_path / "parts" / "last.pt")["optimizer"]["state"]
     assert all(_same_tensors(opt_whole[i], opt_resumed[i]) for i in opt_whole)
+
+
+def test_scalar_lr_moves_a1_a2_that_many_times_further_in_adams_first_step(images, tmp_path):
+    # Adam's first step moves every parameter by lr * g / (|g| + eps): by the lr wherever |g| >> eps = 1e-8.
+    kwargs = {**TINY, "att_bin": "se", "att_res": "se"}
+    config = _config(images, steps=1, lr=1e-3, val_sets=(), scalar_lr=10.0)
+    torch.manual_seed(config.seed)
+    start = create_model("edsr-proposed", **kwargs).state_dict()
+    moved = train("edsr-proposed", kwargs, config, tmp_path).model.state_dict()
+    steps = {key: (moved[key] - start[key]).abs() for key in start}
+    for key in ("body.0.0.a1", "body.0.0.a2", "body.0.1.a1", "body.0.1.a2"):
+        assert steps[key].item() == pytest.approx(1e-2, rel=1e-2), key  # |g| ~ 1e-6 > eps
+    head = steps["head.weight"]
+    assert head.max().item() == pytest.approx(1e-3, rel=1e-2)
+    with pytest.raises(ValueError, match="scalar_lr=0.0; expected a positive finite multiple of the learning rate"):
+        train("edsr-proposed", kwargs, _config(images, scalar_lr=0.0), tmp_path / "zero")
+
+
+def test_resume_reads_checkpoints_older_than_a_setting_and_refuses_a_changed_one(images, tmp_path):
+    config = _config(images, steps=2, val_sets=())
+    train("edsr-fp", TINY, config, tmp_path)
+    state = checkpoint.load(tmp_path / "last.pt")
+    del state["config"]["scalar_lr"]  # as written before the setting existed
+    torch.save(state, tmp_path / "last.pt")
+    assert train("edsr-fp", TINY, config, tmp_path, resume=True).step == 2
+    with pytest.raises(ValueError, match="trained with different scalar_lr; expected the same to resume"):
+        train("edsr-fp", TINY, _config(images, steps=2, val_sets=(), scalar_lr=2.0), tmp_path, resume=True)
 
 
 def test_resume_refuses_another_model_or_schedule(images, tmp_path):

@@ -125,6 +125,6 @@ def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> 
     **kwargs)`'s arguments, or None."""
     wanted = model_arguments(model_name, **{**kwargs, "scale": scale})
     for name, entry in manifest["models"].items():
-        if entry["model"] == model_name and entry["arguments"] == wanted:
+        if entry["model"] == model_name and model_arguments(model_name, **entry["arguments"]) == wanted:
             return name
     return None
