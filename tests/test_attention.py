@@ -85,6 +85,24 @@ def test_input_scale_is_what_the_logits_see_and_the_map_still_multiplies_x(kind)
         make_attention(kind, 16, input_scale=0.0)
 
 
+def test_one_adam_step_moves_the_logits_of_amplified_features_k_times_further():
+    """Why (9b): Adam's first step moves every weight by about lr whatever its gradient's size, so a 1x1 conv's
+    logits move by lr * sum_c |s x_c|: k times further when the gate sees k-amplified features (s = 1)."""
+    torch.manual_seed(0)
+    x = 65 * torch.randn(2, 16, 5, 6)  # features of a body amplified by k = 65
+    target = torch.randn(2, 16, 5, 6)
+    moves = {}
+    for scale in (1.0, 1 / 65):
+        att = make_attention("spatial", 16, gate="2sigmoid", gate_init=1.0, input_scale=scale)
+        optimizer = torch.optim.Adam(att.parameters(), lr=2e-3)
+        ((att(x) - 65 * target) ** 2).mean().backward()
+        optimizer.step()
+        with torch.no_grad():
+            moves[scale] = att.logits(x * scale) - att.conv.bias  # the weights' part of the new logits
+    assert torch.allclose(moves[1.0], 65 * moves[1 / 65], rtol=1e-4, atol=1e-5)
+    assert moves[1.0].abs().max() > 1.0 > 0.05 > moves[1 / 65].abs().max()  # a gate 2 sigmoid(z) = 1 at z = 0
+
+
 def test_attention_parameter_counts():
     assert sum(p.numel() for p in make_attention("se", 64).parameters()) == 64 * 4 + 4 + 4 * 64 + 64
     assert sum(p.numel() for p in make_attention("spatial", 64).parameters()) == 65
