@@ -23,6 +23,7 @@ from binsr import checkpoint, viz
 from binsr.binary import SIGN_BACKWARDS
 from binsr.data import load_images
 from binsr.export import pack_binary_conv
+from binsr.viz import solutions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # a cell that builds a control is a widget cell
@@ -336,7 +337,8 @@ def test_a_solution_runs_only_when_its_button_is_clicked(monkeypatch):
     assert calls == [1, 1] and len(s.out.outputs) == 1  # replaced, not appended
 
 
-def test_a_solution_shows_its_figure_and_its_error():
+def test_a_solution_shows_its_figure_and_its_error(monkeypatch):
+    monkeypatch.setattr(solutions, "SHOW_SECONDS", float("inf"))  # a loaded machine can take a second
     s = viz.solution(_solution_3)
     s.button.click()
     text, figure = s.out.outputs
