@@ -158,9 +158,9 @@ def edsr_bbcu(
     return EDSR(scale, n_feats, n_blocks, block, k=bbcu_k(n_feats) if k is None else k)
 
 
-# The preprint read literally: no amplification, a1 = a2 = 1, sigmoid gates with PyTorch's default init.
-GATE_INPUTS: tuple[str, ...] = ("amplified", "unit")
+GATE_INPUTS: tuple[str, ...] = ("amplified", "unit")  # what the attention gates see (9b): k x or x
 
+# The preprint read literally: no amplification, a1 = a2 = 1, sigmoid gates with PyTorch's default init.
 PREPRINT_LITERAL = {"k": 1.0, "a1_init": 1.0, "a2_init": 1.0, "gate": "sigmoid", "gate_init": None}
 
 

@@ -79,11 +79,11 @@ def parameter_groups(model: nn.Module, scalar_lr: float) -> list[dict]:
     """Adam's parameter groups: one, or two when the unit scales a1, a2 (12) learn at scalar_lr times the rate."""
     if not (math.isfinite(scalar_lr) and scalar_lr > 0):
         raise ValueError(f"scalar_lr={scalar_lr}; expected a positive finite multiple of the learning rate")
-    named = list(model.named_parameters())
-    scalars = [p for name, p in named if name.rsplit(".", 1)[-1] in ("a1", "a2")]
+    scalars, others = [], []
+    for name, p in model.named_parameters():
+        (scalars if name.rsplit(".", 1)[-1] in ("a1", "a2") else others).append(p)
     if scalar_lr == 1 or not scalars:
-        return [{"params": [p for _, p in named]}]
-    others = [p for name, p in named if name.rsplit(".", 1)[-1] not in ("a1", "a2")]
+        return [{"params": list(model.parameters())}]
     return [{"params": others}, {"params": scalars, "lr_scale": scalar_lr}]
 
 

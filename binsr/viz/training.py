@@ -9,7 +9,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from binsr.models import model_arguments
+from binsr.models import complete_config, model_arguments
 from binsr.train import TrainConfig, train
 from binsr.viz.common import model_color, new_figure, styled
 
@@ -125,6 +125,7 @@ def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> 
     **kwargs)`'s arguments, or None."""
     wanted = model_arguments(model_name, **{**kwargs, "scale": scale})
     for name, entry in manifest["models"].items():
-        if entry["model"] == model_name and model_arguments(model_name, **entry["arguments"]) == wanted:
+        stored = complete_config({"name": entry["model"], "kwargs": entry["arguments"]})
+        if stored == {"name": model_name, "kwargs": wanted}:
             return name
     return None
