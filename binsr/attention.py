@@ -56,6 +56,13 @@ class Gate(nn.Module):
         return repr(self.form)
 
 
+class NoAttention(nn.Identity):
+    """Kind "none": x, or scale * x."""
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        return x if scale is None else scale * x
+
+
 class _Attention(nn.Module):
     """Shared forward x * gate(logits(s x)), eq. (9b); subclasses define `logits` and `last_conv`."""
 
@@ -69,8 +76,11 @@ class _Attention(nn.Module):
         """The gate map, broadcastable against x: (N, C, 1, 1), (N, 1, H, W) or (N, C, H, W)."""
         return self.gate(self.logits(x if self.input_scale == 1 else x * self.input_scale))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.attention_map(x)
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x * map, or scale * x * map computed as x * (scale * map): a scalar on the (often tiny) map costs no
+        pass over x, and its gradient shares the map's reduction (AttentiveBinaryUnit's a1, a2)."""
+        gate = self.attention_map(x)
+        return x * (gate if scale is None else scale * gate)
 
     def _start_at(self, gate_init: float | None) -> None:
         if gate_init is None:
@@ -140,11 +150,11 @@ def make_attention(
     kind: str, channels: int, gate: str = "sigmoid", gate_init: float | None = None, input_scale: float = 1.0
 ) -> nn.Module:
     """The attention module named `kind` (one of ATTENTION_KINDS) with gate (9a) seeing s x (9b); "none" is the
-    identity."""
+    identity. Each is called as module(x) or module(x, scale)."""
     if not (math.isfinite(input_scale) and input_scale > 0):
         raise ValueError(f"input_scale={input_scale}; expected a positive finite number")
     builders = {
-        "none": lambda: nn.Identity(),
+        "none": NoAttention,
         "se": lambda: SqueezeExcitation(channels, gate=gate, gate_init=gate_init),
         "spatial": lambda: SpatialAttention(channels, gate=gate, gate_init=gate_init),
         "pixel": lambda: PixelAttention(channels, gate=gate, gate_init=gate_init),

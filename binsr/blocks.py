@@ -98,7 +98,7 @@ class AttentiveBinaryUnit(nn.Module):
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a1 Att_b(binary branch), a2 Att_r(x)) whose sum is the output."""
-        return self.a1 * self.att_bin(self.conv(x)), self.a2 * self.att_res(x)
+        return self.att_bin(self.conv(x), self.a1), self.att_res(x, self.a2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         binary, skip = self.branches(x)

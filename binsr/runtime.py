@@ -179,8 +179,8 @@ class Attention:
         module.load_state_dict({key: torch.from_numpy(array) for key, array in self.state.items()})
         return module.eval()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+    def __call__(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        return self.module(x, scale)
 
 
 # ---- binary ops -----------------------------------------------------------------------------------------------
@@ -240,8 +240,7 @@ class AttentiveUnit:
     a2: np.ndarray
 
     def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
-        branch = self.att_bin(self.conv.branch(x, state))
-        return _tensor(self.a1) * branch + _tensor(self.a2) * self.att_res(x)
+        return self.att_bin(self.conv.branch(x, state), _tensor(self.a1)) + self.att_res(x, _tensor(self.a2))
 
 
 @dataclass(frozen=True, eq=False)

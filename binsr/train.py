@@ -172,7 +172,10 @@ class _Loss:
 
     def __init__(self, net: nn.Module, compile: bool):
         self.eager = net
-        self.net = torch.compile(net) if compile else net  # wraps: state_dict keys stay those of the model
+        # dynamic=False: a process that trains models on several patch sizes (the experiment grid, a notebook)
+        # would otherwise get a shape-generic graph on the second size, which inductor 2.13 fails to build for
+        # these nets ("cannot determine truth value of Relational"); one graph per size compiles and runs
+        self.net = torch.compile(net, dynamic=False) if compile else net  # state_dict keys stay the model's
 
     def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         try:

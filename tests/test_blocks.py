@@ -34,10 +34,17 @@ def test_attentive_unit_formula_and_scale_gradients():
     unit = AttentiveBinaryUnit(8, att_bin="pixel", att_res="spatial")
     randomise_(unit, 3)
     x = torch.randn(1, 8, 6, 6)
-    expected = unit.a1 * unit.att_bin(unit.conv(x)) + unit.a2 * unit.att_res(x)
-    assert torch.equal(unit(x), expected)
+    branch = unit.conv(x)
+    # each scalar multiplies its gate map, not the features (one pass less): exactly this order of operations
+    folded = branch * (unit.a1 * unit.att_bin.attention_map(branch)) + x * (unit.a2 * unit.att_res.attention_map(x))
+    assert torch.equal(unit(x), folded)
+    textbook = unit.a1 * unit.att_bin(branch) + unit.a2 * unit.att_res(x)
+    torch.testing.assert_close(unit(x), textbook, rtol=1e-6, atol=1e-6)
     unit(x).square().mean().backward()
-    assert unit.a1.grad.abs() > 0 and unit.a2.grad.abs() > 0
+    # d/da1 of mean(out^2) = mean(2 out * Att_b(branch)), and likewise for a2 with Att_r(x)
+    out = textbook.detach()
+    torch.testing.assert_close(unit.a1.grad, (2 * out * unit.att_bin(branch)).mean().detach())
+    torch.testing.assert_close(unit.a2.grad, (2 * out * unit.att_res(x)).mean().detach())
     assert isinstance(unit.att_bin, PixelAttention)
 
 

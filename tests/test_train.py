@@ -15,7 +15,7 @@ from binsr.data import PatchSampler
 from binsr.distributed import resolve_device
 from binsr.folders import claim_run
 from binsr.models import create_model
-from binsr.train import Progress, TrainConfig, TrainingInterrupted, learning_rate, train
+from binsr.train import Progress, TrainConfig, TrainingInterrupted, _Loss, learning_rate, train
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 
@@ -297,3 +297,16 @@ def test_init_from_starts_an_x4_run_from_an_x2_model_and_a_resume_ignores_it(ima
     gone = _config(images, scale=4, steps=2, lr=0.0, val_sets=(), init_from=str(tmp_path / "missing.pt"))
     resumed = train("edsr-bbcu", TINY, gone, tmp_path / "x4", resume=True)  # reads last.pt, never init_from
     assert resumed.step == 2 and _same_tensors(resumed.model.state_dict(), x4.model.state_dict())
+
+
+def test_compiled_loss_stays_compiled_on_a_new_patch_size():
+    # A process that trains on several patch sizes (the experiment grid, a notebook) must not fall back to eager:
+    # a shape-generic graph failed to build for these nets, so each size gets its own graph.
+    torch.manual_seed(0)
+    model = create_model("edsr-proposed", scale=2, n_feats=4, n_blocks=1, att_bin="se", att_res="pixel")
+    loss = _Loss(model, compile=True)
+    for size in (12, 10, 9):
+        lr, hr = torch.rand(2, 3, size, size), torch.rand(2, 3, 2 * size, 2 * size)
+        compiled = loss(lr, hr)
+        assert loss.net is not loss.eager, f"fell back to eager at patch size {size}"
+        torch.testing.assert_close(compiled, torch.nn.functional.l1_loss(model(lr), hr), rtol=1e-5, atol=1e-6)

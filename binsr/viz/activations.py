@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import functools
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from binsr.attention import NoAttention
 from binsr.binary import RPReLU, RSign
 from binsr.blocks import AttentiveBinaryUnit, ResBlock
 from binsr.viz.common import model_color, new_figure, run_with_hooks, sample_values, styled
@@ -54,8 +54,8 @@ def body_activations(model: nn.Module, image: np.ndarray | torch.Tensor, n_sampl
     def fp_conv(m, x, out, i):
         stats[i]["pre"].append(sample_values(out, n_samples))
 
-    def gated(m, x, out, i, a1):
-        stats[i]["gated"].append(sample_values(a1.detach() * out, n_samples))
+    def gated(m, x, out, i):  # the unit calls Att_b(branch, a1): out is a1 Att_b(branch)
+        stats[i]["gated"].append(sample_values(out, n_samples))
 
     for i, block in enumerate(blocks):
         add(block_in, block, i)
@@ -67,7 +67,7 @@ def body_activations(model: nn.Module, image: np.ndarray | torch.Tensor, n_sampl
             if conv.rprelu is not None:
                 add(rprelu, conv.rprelu, i)
             if isinstance(unit, AttentiveBinaryUnit):
-                add(functools.partial(gated, a1=unit.a1), unit.att_bin, i)
+                add(gated, unit.att_bin, i)
     run_with_hooks(model, image, hooks)
     return stats
 
@@ -183,7 +183,7 @@ def ablated(
             if thresholds and isinstance(module, RSign):
                 module.threshold.zero_()
             if attention and isinstance(module, AttentiveBinaryUnit):
-                module.att_bin, module.att_res = nn.Identity(), nn.Identity()
+                module.att_bin, module.att_res = NoAttention(), NoAttention()
     return clone.eval()
 
 
