@@ -67,7 +67,13 @@ class _Attention(nn.Module):
     """Shared forward x * gate(logits(s x)), eq. (9b); subclasses define `logits` and `last_conv`."""
 
     gate: Gate
-    input_scale: float = 1.0
+    input_scale: float
+
+    def __init__(self, input_scale: float = 1.0):
+        super().__init__()
+        if not (math.isfinite(input_scale) and input_scale > 0):
+            raise ValueError(f"input_scale={input_scale}; expected a positive finite number")
+        self.input_scale = float(input_scale)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -99,8 +105,15 @@ class _Attention(nn.Module):
 class SqueezeExcitation(_Attention):
     """Eq. (9): channel weights from global average pooling through a bottleneck of c // reduction units."""
 
-    def __init__(self, channels: int, reduction: int = 16, gate: str = "sigmoid", gate_init: float | None = None):
-        super().__init__()
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        gate: str = "sigmoid",
+        gate_init: float | None = None,
+        input_scale: float = 1.0,
+    ):
+        super().__init__(input_scale)
         hidden = max(1, channels // reduction)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
@@ -121,8 +134,10 @@ class _ConvAttention(_Attention):
 
     maps_per_channel: bool
 
-    def __init__(self, channels: int, gate: str = "sigmoid", gate_init: float | None = None):
-        super().__init__()
+    def __init__(
+        self, channels: int, gate: str = "sigmoid", gate_init: float | None = None, input_scale: float = 1.0
+    ):
+        super().__init__(input_scale)
         self.conv = nn.Conv2d(channels, channels if self.maps_per_channel else 1, 1)
         self.gate = Gate(gate)
         self._start_at(gate_init)
@@ -151,17 +166,9 @@ def make_attention(
 ) -> nn.Module:
     """The attention module named `kind` (one of ATTENTION_KINDS) with gate (9a) seeing s x (9b); "none" is the
     identity. Each is called as module(x) or module(x, scale)."""
-    if not (math.isfinite(input_scale) and input_scale > 0):
-        raise ValueError(f"input_scale={input_scale}; expected a positive finite number")
-    builders = {
-        "none": NoAttention,
-        "se": lambda: SqueezeExcitation(channels, gate=gate, gate_init=gate_init),
-        "spatial": lambda: SpatialAttention(channels, gate=gate, gate_init=gate_init),
-        "pixel": lambda: PixelAttention(channels, gate=gate, gate_init=gate_init),
-    }
+    builders = {"se": SqueezeExcitation, "spatial": SpatialAttention, "pixel": PixelAttention}
+    if kind == "none":
+        return NoAttention()
     if kind not in builders:
         raise ValueError(f"attention kind {kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")
-    module = builders[kind]()
-    if kind != "none":
-        module.input_scale = float(input_scale)
-    return module
+    return builders[kind](channels, gate=gate, gate_init=gate_init, input_scale=input_scale)

@@ -81,6 +81,7 @@ def test_input_scale_is_what_the_logits_see_and_the_map_still_multiplies_x(kind)
     assert torch.equal(scaled.attention_map(x), gate_map)
     assert torch.equal(scaled(x), x * gate_map)
     assert "input_scale=0.015384615384615385" in repr(scaled) and "input_scale" not in repr(plain)
+    assert type(scaled)(16, input_scale=1 / 65).input_scale == scaled.input_scale  # the class takes it directly
     with pytest.raises(ValueError, match="input_scale=0.0; expected a positive finite number"):
         make_attention(kind, 16, input_scale=0.0)
 
