@@ -106,7 +106,8 @@ def load_model(path: str | Path, expect_name: str | None = None, expect_scale: i
     """Rebuild the model stored at `path` (in eval mode); fail if it is not `expect_name` / `expect_scale`, if
     its weights do not fit its architecture, or if any weight is NaN or infinite."""
     state = load(path)
-    name, kwargs = state["model"]["name"], state["model"]["kwargs"]
+    stored = complete_config(state["model"])  # a model stored before an argument existed is rebuilt as it was
+    name, kwargs = stored["name"], stored["kwargs"]
     if expect_name is not None and name != expect_name:
         raise ValueError(f"checkpoint {path} holds a {name!r} model; expected {expect_name!r}")
     if expect_scale is not None and kwargs.get("scale") != expect_scale:

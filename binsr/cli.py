@@ -34,8 +34,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate", choices=["sigmoid", "2sigmoid"], help="attention gate form (edsr-proposed)")
     parser.add_argument("--gate-init", type=_float_or_none, help="initial gate value, or 'none' for the default init")
     parser.add_argument("--gate-input", choices=["amplified", "unit"],
-                        help="what the attention gates see: the k-amplified features (default) or them / k "
-                             "(edsr-proposed; unit keeps spatial and pixel gates stable, README)")
+                        help="what the attention gates see (edsr-proposed): the features / k (unit, the default) "
+                             "or as they are, k-amplified (amplified: spatial and pixel gates jump at step 1, README)")
     parser.add_argument("--preprint-literal", action="store_true",
                         help="edsr-proposed as the preprint reads: k=1, a1=a2=1, sigmoid gates, default init")
 

@@ -97,7 +97,7 @@ def run_row(label: str, run_checkpoint: str | Path) -> dict:
     model = checkpoint.load_model(run_checkpoint)
     stats = summary(model)
     return {
-        "label": label, "model": state["model"]["name"], "arguments": state["model"]["kwargs"],
+        "label": label, "model": model.config["name"], "arguments": model.config["kwargs"],
         "scale": config["scale"], "steps": config["steps"], "lr": config["lr"], "train_set": config["train_set"],
         "init_from": config.get("init_from"), "train_seconds": metrics["train_seconds"], "params": stats.params,
         "ops": stats.ops, "packed_bytes": stats.packed_bytes,

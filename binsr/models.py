@@ -178,12 +178,13 @@ def edsr_proposed(
     gate: str = "2sigmoid",
     gate_init: float | None = 1.0,
     weight_grad: str = "bbcu",
-    gate_input: str = "amplified",
+    gate_input: str = "unit",
 ) -> nn.Module:
     """EDSR with the preprint's attentive binary blocks (12); attention kinds from ATTENTION_KINDS.
 
     k defaults to BBCU's (None); with gate "2sigmoid" started at 1 every unit begins as a BBCU unit (8).
-    gate_input (9b): "amplified" gates see the body's k-amplified features, "unit" gates see them divided by k.
+    gate_input (9b): "unit" gates see the body's features divided by k, "amplified" gates see them as they are
+    (k times the image's scale: one Adam step then throws spatial and pixel gates towards 0 and 2; README).
     `create_model("edsr-proposed", **PREPRINT_LITERAL)` is the preprint's reading (k = 1, sigmoid gates)."""
     for name, kind in (("att_bin", att_bin), ("att_res", att_res)):
         if kind not in ATTENTION_KINDS:
@@ -238,12 +239,20 @@ def model_arguments(name: str, **kwargs) -> dict:
     return dict(bound.arguments)
 
 
+# Arguments added with a default other than the behaviour before them: a config stored without the argument was
+# built with this value, not with today's default.
+LEGACY_ARGUMENTS: dict[str, dict] = {"edsr-proposed": {"gate_input": "amplified"}}
+
+
 def complete_config(config: dict) -> dict:
-    """A stored model config {"name", "kwargs"} with every argument binsr added since it was written set to its
-    default, so that it compares equal to `create_model`'s `model.config`; an unknown name is returned as it is."""
+    """A stored model config {"name", "kwargs"} with every argument binsr added since it was written set to the
+    value the model was built with (LEGACY_ARGUMENTS, else the default), so that it compares equal to
+    `create_model`'s `model.config` and rebuilds the same model; an unknown name is returned as it is."""
     if config["name"] not in MODELS:
         return config
-    return {"name": config["name"], "kwargs": model_arguments(config["name"], **config["kwargs"])}
+    legacy = {key: value for key, value in LEGACY_ARGUMENTS.get(config["name"], {}).items()
+              if key not in config["kwargs"]}  # fmt: skip
+    return {"name": config["name"], "kwargs": model_arguments(config["name"], **legacy, **config["kwargs"])}
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

@@ -116,6 +116,26 @@ def _rewrite(path, **changes):
     torch.save({k: v for k, v in state.items() if v is not None}, path)
 
 
+def test_a_checkpoint_stored_before_gate_input_existed_loads_with_the_gates_it_was_trained_with(tmp_path):
+    # gate_input's default is now "unit"; a model stored without the argument had gates that saw the amplified
+    # features, and must come back that way: the same outputs, bit for bit
+    torch.manual_seed(0)
+    model = create_model("edsr-proposed", scale=2, att_bin="pixel", att_res="spatial", gate_input="amplified", **TINY)
+    for p in model.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))  # gates away from their identity start, so the input scale matters
+    path = checkpoint.save(tmp_path / "old.pt", model)
+    stored_kwargs = {k: v for k, v in model.config["kwargs"].items() if k != "gate_input"}
+    old_config = {"name": "edsr-proposed", "kwargs": stored_kwargs}
+    _rewrite(path, model=old_config)
+    loaded = checkpoint.load_model(path)
+    assert loaded.config["kwargs"]["gate_input"] == "amplified"
+    x = torch.rand(1, 3, 6, 7)
+    assert torch.equal(loaded(x), model.eval()(x))
+    unit = create_model("edsr-proposed", **old_config["kwargs"]).eval()  # today's default, the same weights
+    unit.load_state_dict(model.state_dict())
+    assert not torch.equal(unit(x), loaded(x))
+
+
 def test_weights_that_do_not_fit_the_architecture_are_refused_in_one_line(tmp_path):
     path = checkpoint.save(tmp_path / "m.pt", create_model("edsr-fp", **TINY))
     state = checkpoint.load(path)

@@ -21,12 +21,15 @@ def test_config_records_full_arguments_and_rebuilds_the_model():
         "kwargs": {
             "scale": 2, "n_feats": 16, "n_blocks": 2, "att_bin": "se", "att_res": "se",
             "k": None, "alpha_mode": "learnable", "backward": "approx", "a1_init": 1.0, "a2_init": 1.0,
-            "gate": "2sigmoid", "gate_init": 1.0, "weight_grad": "bbcu", "gate_input": "amplified",
+            "gate": "2sigmoid", "gate_init": 1.0, "weight_grad": "bbcu", "gate_input": "unit",
         },
     }
+    # a model stored before gate_input existed had gates that saw the amplified features: it is completed with
+    # that value, not with today's default, and is rebuilt as it was trained
     written_before_gate_input = {"name": "edsr-proposed", "kwargs": dict(model.config["kwargs"])}
     del written_before_gate_input["kwargs"]["gate_input"]
-    assert complete_config(written_before_gate_input) == model.config
+    legacy = create_model("edsr-proposed", **{**written_before_gate_input["kwargs"], "gate_input": "amplified"})
+    assert complete_config(written_before_gate_input) == legacy.config != model.config
     twin = create_model(model.config["name"], **model.config["kwargs"])
     assert twin.state_dict().keys() == model.state_dict().keys()
 
@@ -100,8 +103,9 @@ def test_default_attentive_net_starts_as_edsr_bbcu(kind):
 
 
 def test_unit_gate_input_divides_what_every_gate_sees_by_k():
-    amplified = create_model("edsr-proposed", n_feats=32, n_blocks=2, att_bin="se", att_res="pixel")
-    unit = create_model("edsr-proposed", n_feats=32, n_blocks=2, att_bin="se", att_res="pixel", gate_input="unit")
+    kwargs = {"n_feats": 32, "n_blocks": 2, "att_bin": "se", "att_res": "pixel"}
+    unit = create_model("edsr-proposed", **kwargs)  # the default
+    amplified = create_model("edsr-proposed", **kwargs, gate_input="amplified")
     k = bbcu_k(32)
     assert k == 65.0
     for model, expected in ((amplified, 1.0), (unit, 1 / k)):
