@@ -230,6 +230,9 @@ def test_model_choice():
     assert viz.model_choice("BBCU", n_feats=16) == ("edsr-bbcu", {"n_feats": 16, "n_blocks": 8})
     name, kwargs = viz.model_choice("proposed", "se", "none")
     assert name == "edsr-proposed" and (kwargs["att_bin"], kwargs["att_res"]) == ("se", "none")
+    assert "gate_input" not in kwargs  # the model's default
+    assert viz.model_choice("proposed", "pixel", "pixel", gate_input="amplified")[1]["gate_input"] == "amplified"
+    assert "gate_input" not in viz.model_choice("BBCU", gate_input="amplified")[1]
     with pytest.raises(ValueError, match="block='XNOR'"):
         viz.model_choice("XNOR")
 

@@ -264,8 +264,8 @@ def test_every_control_of_every_notebook_widget_redraws_its_figure(notebook):
 def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again(monkeypatch):
     calls = []
 
-    def train_small(block, att_bin, att_res, scale, steps, lr, batch_size, val_interval, callback):
-        calls.append((block, scale, steps, batch_size))
+    def train_small(block, att_bin, att_res, scale, steps, lr, batch_size, val_interval, callback, gate_input):
+        calls.append((block, scale, steps, batch_size, gate_input))
         val_interval = val_interval or steps  # 0: validate after the last step only
         assert button.disabled  # no second run while one trains
         for step in range(1, steps + 1):
@@ -290,7 +290,7 @@ def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again
     assert _png(out) is None  # nothing to show before the first run
     steps.value = steps.min
     button.click()
-    assert calls == [("proposed", 2, 10, 2)]
+    assert calls == [("proposed", 2, 10, 2, manifest["models"]["edsr-proposed-x2"]["arguments"]["gate_input"])]
     assert _png(out) is not None and not button.disabled
 
 
@@ -300,11 +300,11 @@ def test_the_train_widget_of_notebook_08_greys_out_attention_unless_the_block_is
     names = {"manifest": manifest, "shipped_args": entry["arguments"], "BATCH": 2, "RUN": viz.RunMode("full")}
     (panel,) = _run_cells("08_train_yourself.ipynb", names)
     controls = {c.description: c for c in _parts(panel)[0]}
-    attention = (controls["att_bin"], controls["att_res"])
+    attention = (controls["att_bin"], controls["att_res"], controls["gate_input"])
     assert controls["block"].value == "proposed" and not any(a.disabled for a in attention)
     for block, disabled in (("FP", True), ("BBCU", True), ("proposed", False)):
         controls["block"].value = block
-        assert [a.disabled for a in attention] == [disabled, disabled], block
+        assert [a.disabled for a in attention] == [disabled] * 3, block
     # the default run: about a minute at the shipped run's measured seconds per step
     step_seconds = entry["train_seconds"] / entry["steps"]
     assert 45 <= controls["steps"].value * step_seconds <= 75

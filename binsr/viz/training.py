@@ -17,16 +17,23 @@ BLOCK_CHOICES: tuple[str, ...] = ("FP", "BBCU", "proposed")
 
 
 def model_choice(
-    block: str, att_bin: str = "pixel", att_res: str = "pixel", n_feats: int = 32, n_blocks: int = 8
+    block: str,
+    att_bin: str = "pixel",
+    att_res: str = "pixel",
+    n_feats: int = 32,
+    n_blocks: int = 8,
+    gate_input: str | None = None,
 ) -> tuple[str, dict]:
-    """(registry name, kwargs) for a block family of BLOCK_CHOICES; the attention kinds apply to "proposed"."""
+    """(registry name, kwargs) for a block family of BLOCK_CHOICES; the attention kinds and what the gates see
+    (9b; None: the model's default) apply to "proposed"."""
     kwargs: dict = {"n_feats": n_feats, "n_blocks": n_blocks}
     if block == "FP":
         return "edsr-fp", kwargs
     if block == "BBCU":
         return "edsr-bbcu", kwargs
     if block == "proposed":
-        return "edsr-proposed", {**kwargs, "att_bin": att_bin, "att_res": att_res}
+        kwargs = {**kwargs, "att_bin": att_bin, "att_res": att_res}
+        return "edsr-proposed", kwargs if gate_input is None else {**kwargs, "gate_input": gate_input}
     raise ValueError(f"block={block!r} is not valid; expected one of {', '.join(BLOCK_CHOICES)}")
 
 
@@ -105,11 +112,12 @@ def train_small(
     callback: Callable | None = None,
     out_dir: str | Path | None = None,
     seed: int = 0,
+    gate_input: str | None = None,
 ):
     """`binsr.train` of `model_choice(block, ...)` on the embedded photos (by default), in a temporary folder
     unless `out_dir` is given; returns the TrainResult. Everything else is TrainConfig's defaults. No tqdm bar:
     its widget would be saved in the notebook at 0 %; `callback` (a `TrainingLog`) shows the progress instead."""
-    name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks)
+    name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks, gate_input)
     config = TrainConfig(
         scale=scale, steps=steps, lr=lr, batch_size=batch_size, train_set=train_set, val_sets=tuple(val_sets),
         val_interval=val_interval, checkpoint_interval=steps, seed=seed, device="cpu", compile=False,
