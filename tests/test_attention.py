@@ -2,8 +2,16 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from binsr.attention import Gate, PixelAttention, SpatialAttention, SqueezeExcitation, make_attention
+from binsr.attention import (
+    Gate,
+    PixelAttention,
+    SpatialAttention,
+    SqueezedConv,
+    SqueezeExcitation,
+    make_attention,
+)
 
 
 def _captured_map(att, x):
@@ -24,6 +32,16 @@ def test_squeeze_excitation_is_gap_fc_relu_fc_sigmoid():
     out, m = _captured_map(se, x)
     assert torch.allclose(out, x * s.view(2, 32, 1, 1), atol=1e-6)
     assert m.shape == (2, 32, 1, 1)
+
+
+def test_squeezed_conv_is_the_1x1_conv_it_replaces():
+    torch.manual_seed(0)
+    conv, squeezed = nn.Conv2d(32, 2, 1), SqueezedConv(32, 2, 1)
+    squeezed.load_state_dict(conv.state_dict())  # the same keys and shapes: stored SE checkpoints load
+    x = torch.randn(3, 32, 1, 1)
+    torch.testing.assert_close(squeezed(x), conv(x), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(N, C, 1, 1\) map, got shape \(3, 32, 2, 2\)"):
+        squeezed(torch.randn(3, 32, 2, 2))
 
 
 def test_spatial_attention_one_weight_per_pixel():
