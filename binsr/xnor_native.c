@@ -6,7 +6,8 @@
  * Layouts (binsr/xnor.py describes them): a packed map is (N, H+2, W+2, words) with a +1 border, its words uint32
  * for C <= 32 channels and uint64 above; the weights are (k*k*words, opad): for each tap and word, that word of
  * every output channel side by side, so one vector load holds a group of outputs and one broadcast activation
- * word meets all of them. The register tile is TILE_VECTORS output vectors x TILE_PIXELS pixels of one row.
+ * word meets all of them. The register tile is TILE_VECTORS output vectors x TILE_PIXELS pixels of one row; its
+ * counts stay in registers through the output stage.
  *
  * The output stage works on float vectors of 16 (8) channels with one IEEE operation per torch op, in torch's
  * order; it must be compiled with -ffp-contract=off, or the compiler could fuse a multiply and an add into an FMA,
@@ -23,7 +24,7 @@
 #if defined(BINSR_AVX512)
 typedef __m512i vec;
 #define VEC_BYTES 64
-#define CHUNK (1 << 30) /* steps between flushes of the accumulators: they never overflow */
+#define CHUNK (1 << 30) /* steps counted before the counters are widened: these never overflow */
 #define TILE_VECTORS 2 /* the register tile: TILE_VECTORS output vectors x TILE_PIXELS pixels */
 #define TILE_PIXELS 8
 
@@ -36,17 +37,16 @@ INLINE vec vcount(vec acc, vec a, vec w, int wide) {
     vec x = _mm512_xor_si512(a, w);
     return wide ? _mm512_add_epi64(acc, _mm512_popcnt_epi64(x)) : _mm512_add_epi32(acc, _mm512_popcnt_epi32(x));
 }
-/* counts[0 .. lanes) (+)= the lanes of acc as int32 */
-INLINE void vflush(int32_t *counts, vec acc, int wide, int first) {
-    if (wide) {
-        __m256i c = _mm512_cvtepi64_epi32(acc);
-        if (!first) c = _mm256_add_epi32(c, _mm256_loadu_si256((const __m256i *)counts));
-        _mm256_storeu_si256((__m256i *)counts, c);
-    } else {
-        if (!first) acc = _mm512_add_epi32(acc, _mm512_loadu_si512(counts));
-        _mm512_storeu_si512(counts, acc);
-    }
+/* The int32 counts of one group of FLANES output channels: one uint32 vector, or the low halves of the 64-bit
+ * lanes of two uint64 vectors (`vectors` = 2) or of one (the last 8 channels, the upper lanes 0). */
+typedef __m512i ivec;
+INLINE ivec group_counts(const vec *acc, int vectors, int wide) {
+    if (!wide) return acc[0];
+    if (vectors == 1) return _mm512_zextsi256_si512(_mm512_cvtepi64_epi32(acc[0]));
+    const __m512i low_halves = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_epi32(acc[0], low_halves, acc[1]);
 }
+INLINE ivec iadd(ivec a, ivec b) { return _mm512_add_epi32(a, b); }
 /* float vectors for the output stage: n = channels left; lanes past n load as 0 and are not stored */
 typedef __m512 fvec;
 #define FLANES 16
@@ -58,9 +58,9 @@ INLINE fvec fadd(fvec a, fvec b) { return _mm512_add_ps(a, b); }
 INLINE fvec fsub(fvec a, fvec b) { return _mm512_sub_ps(a, b); }
 INLINE fvec fmul(fvec a, fvec b) { return _mm512_mul_ps(a, b); }
 /* float(base - 2 counts) */
-INLINE fvec faccumulator(const int32_t *base, const int32_t *counts, int64_t n) {
-    __m512i b = _mm512_maskz_loadu_epi32(fmask(n), base), c = _mm512_maskz_loadu_epi32(fmask(n), counts);
-    return _mm512_cvtepi32_ps(_mm512_sub_epi32(b, _mm512_slli_epi32(c, 1)));
+INLINE fvec faccumulator(const int32_t *base, ivec counts, int64_t n) {
+    __m512i b = _mm512_maskz_loadu_epi32(fmask(n), base);
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(b, _mm512_slli_epi32(counts, 1)));
 }
 /* PReLU: v > 0 ? v : slope * v */
 INLINE fvec fprelu(fvec v, fvec slope) {
@@ -72,7 +72,7 @@ INLINE uint32_t fgreater(fvec v, fvec t) { return _mm512_cmp_ps_mask(v, t, _CMP_
 #elif defined(BINSR_AVX2)
 typedef __m256i vec;
 #define VEC_BYTES 32
-#define CHUNK 31 /* byte counters hold at most 31 popcounts of a byte (8 each) */
+#define CHUNK 31 /* steps counted before the counters are widened: a byte holds 31 popcounts of a byte */
 #define TILE_VECTORS 2
 #define TILE_PIXELS 3
 
@@ -82,7 +82,7 @@ INLINE vec vbroadcast(const char *p, int wide) {
     return wide ? _mm256_set1_epi64x(*(const int64_t *)p) : _mm256_set1_epi32(*(const int32_t *)p);
 }
 INLINE vec vcount(vec acc, vec a, vec w, int wide) {
-    (void)wide; /* bytes are counted alike; vflush sums them into 32- or 64-bit lanes */
+    (void)wide; /* bytes are counted alike; group_counts sums them into 32-bit lanes */
     const vec table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const vec low = _mm256_set1_epi8(0x0f);
@@ -91,18 +91,19 @@ INLINE vec vcount(vec acc, vec a, vec w, int wide) {
     vec hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
     return _mm256_add_epi8(acc, _mm256_add_epi8(lo, hi));
 }
-INLINE void vflush(int32_t *counts, vec acc, int wide, int first) {
-    if (wide) { /* sum of the 8 bytes of each 64-bit lane, then the low halves of the four lanes */
-        const vec low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
-        __m128i c = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(acc, vzero()), low_halves));
-        if (!first) c = _mm_add_epi32(c, _mm_loadu_si128((const __m128i *)counts));
-        _mm_storeu_si128((__m128i *)counts, c);
-    } else { /* bytes -> pairs (16 bit) -> 32-bit lanes */
-        vec c = _mm256_madd_epi16(_mm256_maddubs_epi16(acc, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
-        if (!first) c = _mm256_add_epi32(c, _mm256_loadu_si256((const __m256i *)counts));
-        _mm256_storeu_si256((__m256i *)counts, c);
-    }
+typedef __m256i ivec;
+INLINE ivec group_counts(const vec *acc, int vectors, int wide) {
+    if (!wide) /* bytes -> pairs (16 bit) -> 32-bit lanes */
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(acc[0], _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
+    /* per 64-bit lane the sum of its 8 bytes, then the low halves of the four lanes, of one vector or two */
+    const vec low_halves = _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0);
+    __m128i lo = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(acc[0], vzero()), low_halves));
+    __m128i hi = vectors == 1 ? _mm_setzero_si128()
+                              : _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(acc[1], vzero()),
+                                                                                     low_halves));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
 }
+INLINE ivec iadd(ivec a, ivec b) { return _mm256_add_epi32(a, b); }
 typedef __m256 fvec;
 #define FLANES 8
 INLINE __m256i fmask(int64_t n) {
@@ -117,14 +118,9 @@ INLINE void fstream(float *p, fvec v) { _mm256_stream_ps(p, v); } /* p 32-byte a
 INLINE fvec fadd(fvec a, fvec b) { return _mm256_add_ps(a, b); }
 INLINE fvec fsub(fvec a, fvec b) { return _mm256_sub_ps(a, b); }
 INLINE fvec fmul(fvec a, fvec b) { return _mm256_mul_ps(a, b); }
-INLINE fvec faccumulator(const int32_t *base, const int32_t *counts, int64_t n) {
-    __m256i b, c;
-    if (n >= 8) {
-        b = _mm256_loadu_si256((const __m256i *)base), c = _mm256_loadu_si256((const __m256i *)counts);
-    } else {
-        b = _mm256_maskload_epi32(base, fmask(n)), c = _mm256_maskload_epi32(counts, fmask(n));
-    }
-    return _mm256_cvtepi32_ps(_mm256_sub_epi32(b, _mm256_slli_epi32(c, 1)));
+INLINE fvec faccumulator(const int32_t *base, ivec counts, int64_t n) {
+    __m256i b = n >= 8 ? _mm256_loadu_si256((const __m256i *)base) : _mm256_maskload_epi32(base, fmask(n));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(b, _mm256_slli_epi32(counts, 1)));
 }
 INLINE fvec fprelu(fvec v, fvec slope) {
     return _mm256_blendv_ps(_mm256_mul_ps(slope, v), v, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ));
@@ -190,100 +186,142 @@ typedef struct {
     int stream;                  /* write `out` with non-temporal stores (see binsr_conv) */
 } Conv;
 
-/* counts[p * opad + o] (+)= sum over steps j of popcount(a_j ^ w_j) for TILE_VECTORS (or 1, with `single`) output
- * vectors of P pixels; a0 and w0 point at the first pixel's window and the first output vector's weights. */
-INLINE void tile(const Conv *c, const char *a0, const char *w0, int32_t *counts, const int P, const int single,
-                 const int wide) {
-    const int64_t bytes = wide ? 8 : 4, pixel_bytes = (c->channels <= 32 ? 1 : (c->channels + 63) / 64) * bytes;
-    const int VB = single ? 1 : TILE_VECTORS, lanes = VEC_BYTES / bytes;
-    for (int64_t j0 = 0; j0 < c->steps; j0 += CHUNK) {
-        const int64_t j1 = c->steps - j0 < CHUNK ? c->steps : j0 + CHUNK;
-        vec acc[TILE_PIXELS][TILE_VECTORS], wv[TILE_VECTORS];
+/* acc[p][v] = sum over steps j0 <= j < j1 of popcount(a_j ^ w_j) for VB output vectors of P pixels; a0 and w0
+ * point at the first pixel's window and the first output vector's weights. */
+INLINE void count(const Conv *c, const char *a0, const char *w0, int64_t j0, int64_t j1,
+                  vec acc[TILE_PIXELS][TILE_VECTORS], const int P, const int VB, const int wide) {
+    const int64_t bytes = wide ? 8 : 4, pixel_bytes = words_of(c->channels) * bytes;
+    vec wv[TILE_VECTORS];
 #pragma GCC unroll 8
-        for (int p = 0; p < P; p++)
+    for (int p = 0; p < P; p++)
 #pragma GCC unroll 4
-            for (int v = 0; v < VB; v++) acc[p][v] = vzero();
-        for (int64_t j = j0; j < j1; j++) {
-            const char *a = a0 + c->offsets[j], *w = w0 + j * c->opad * bytes;
+        for (int v = 0; v < VB; v++) acc[p][v] = vzero();
+    for (int64_t j = j0; j < j1; j++) {
+        const char *a = a0 + c->offsets[j], *w = w0 + j * c->opad * bytes;
 #pragma GCC unroll 4
-            for (int v = 0; v < VB; v++) wv[v] = vload(w + v * VEC_BYTES);
+        for (int v = 0; v < VB; v++) wv[v] = vload(w + v * VEC_BYTES);
 #pragma GCC unroll 8
-            for (int p = 0; p < P; p++) {
-                const vec av = vbroadcast(a + p * pixel_bytes, wide);
+        for (int p = 0; p < P; p++) {
+            const vec av = vbroadcast(a + p * pixel_bytes, wide);
 #pragma GCC unroll 4
-                for (int v = 0; v < VB; v++) acc[p][v] = vcount(acc[p][v], av, wv[v], wide);
-            }
+            for (int v = 0; v < VB; v++) acc[p][v] = vcount(acc[p][v], av, wv[v], wide);
         }
-#pragma GCC unroll 8
-        for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-            for (int v = 0; v < VB; v++) vflush(counts + p * c->opad + v * lanes, acc[p][v], wide, j0 == 0);
     }
 }
 
-/* alpha, RPReLU and the residual in torch's op order, and the next layer's threshold-and-pack, for one pixel;
- * `rprelu` and `residual` are literals (see ROWS), so that the channel loop has no branch on them. Lanes past the
- * last channel hold 0, which packs as 0 (0 > 0 is false). */
-INLINE void output_stage(const Conv *c, const int32_t *counts, int64_t case_index, int64_t pixel, char *next,
-                         const int rprelu, const int residual) {
+/* alpha, RPReLU and the residual in torch's op order on FLANES channels o .. o+n of one pixel, from their counts
+ * and the base row of the pixel's border case; stores them and returns their bits of the next layer's
+ * threshold-and-pack. `rprelu` and `residual` are literals (see ROWS), so that no branch tests them. Lanes past
+ * the last channel hold 0, which packs as 0 (0 > 0 is false). */
+INLINE uint32_t output_stage(const Conv *c, ivec counts, const int32_t *base, int64_t o, int64_t n, int64_t pixel,
+                             const int rprelu, const int residual) {
     const int64_t channels = c->out_channels;
-    const int32_t *base = c->base + case_index * channels;
-    float *out = c->out + pixel * channels;
-    uint64_t bits = 0;
-    for (int64_t o = 0; o < channels; o += FLANES) {
-        const int64_t n = channels - o;
-        fvec v = fmul(faccumulator(base + o, counts + o, n), fload(c->alpha + o, n));
-        if (rprelu) {
-            const float *gamma = c->rprelu + o, *beta = gamma + channels, *zeta = beta + channels;
-            v = fadd(fprelu(fsub(v, fload(gamma, n)), fload(beta, n)), fload(zeta, n));
-        }
-        if (residual) v = fadd(v, fload(c->residual + pixel * channels + o, n));
-        if (c->stream)
-            fstream(out + o, v);
-        else
-            fstore(out + o, v, n);
-        if (next) {
-            bits |= (uint64_t)fgreater(v, fload(c->next_threshold + o, n)) << (o % 64);
-            bits = put_word(next, o, channels, bits);
-        }
+    fvec v = fmul(faccumulator(base + o, counts, n), fload(c->alpha + o, n));
+    if (rprelu) {
+        const float *gamma = c->rprelu + o, *beta = gamma + channels, *zeta = beta + channels;
+        v = fadd(fprelu(fsub(v, fload(gamma, n)), fload(beta, n)), fload(zeta, n));
     }
+    if (residual) v = fadd(v, fload(c->residual + pixel * channels + o, n));
+    float *out = c->out + pixel * channels + o;
+    if (c->stream)
+        fstream(out, v);
+    else
+        fstore(out, v, n);
+    return c->next ? fgreater(v, fload(c->next_threshold + o, n)) : 0;
 }
 
-/* One output row (image n, row y, as row = n * H + y): the counts of TILE_PIXELS pixels at a time, then their
- * output stage while the counts are in L1. */
-INLINE void conv_row(const Conv *c, int64_t row, const int wide, const int rprelu, const int residual) {
+/* The output stage of G groups of channels from o0 of pixel x of a row; returns their bits of the next map. */
+INLINE uint64_t stage_pixel(const Conv *c, const ivec *totals, const int G, const int32_t *base_row, int64_t o0,
+                            int64_t row, int64_t x, const int rprelu, const int residual) {
+    const int32_t *base = base_row + ((x == 0) | ((x == c->width - 1) << 1)) * c->out_channels;
+    uint64_t next = 0;
+    for (int g = 0; g < G; g++) {
+        const int64_t o = o0 + g * FLANES, left = c->out_channels - o, n = left < FLANES ? left : FLANES;
+        const uint64_t mask = output_stage(c, totals[g], base, o, n, row * c->width + x, rprelu, residual);
+        next |= mask << (o % 64);
+    }
+    return next;
+}
+
+/* The VB output vectors from channel o0 (w0: their weights) of P pixels of one row from column x0 (a0: the first
+ * one's window): their counts, kept in registers, and the output stage of those channels. The next layer's bits
+ * are or-ed into bits[p * words_of(O) ..]. */
+INLINE void tile(const Conv *c, const char *a0, const char *w0, int64_t o0, int64_t row, int64_t x0,
+                 uint64_t *bits, const int P, const int VB, const int wide, const int rprelu, const int residual) {
+    const int group_vectors = wide && VB > 1 ? 2 : 1; /* a uint64 vector holds half a group of FLANES channels */
+    const int G = VB / group_vectors;
+    ivec total[TILE_PIXELS][TILE_VECTORS];
+    vec acc[TILE_PIXELS][TILE_VECTORS];
+    count(c, a0, w0, 0, c->steps < CHUNK ? c->steps : CHUNK, acc, P, VB, wide);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++)
+        for (int g = 0; g < G; g++) total[p][g] = group_counts(acc[p] + g * group_vectors, group_vectors, wide);
+    for (int64_t j0 = CHUNK; j0 < c->steps; j0 += CHUNK) { /* only where the counters are narrow (avx2) */
+        count(c, a0, w0, j0, c->steps - j0 < CHUNK ? c->steps : j0 + CHUNK, acc, P, VB, wide);
+        for (int p = 0; p < P; p++)
+            for (int g = 0; g < G; g++)
+                total[p][g] = iadd(total[p][g], group_counts(acc[p] + g * group_vectors, group_vectors, wide));
+    }
+    const int64_t y = row % c->height, next_words = words_of(c->out_channels);
+    const int32_t *base_row = c->base + ((y == 0) | ((y == c->height - 1) << 1)) * 4 * c->out_channels;
+    uint64_t next[TILE_PIXELS]; /* the tile's channels lie in one 64-bit word of the next map */
+    if (wide) {
+#pragma GCC unroll 8
+        for (int p = 0; p < P; p++) next[p] = stage_pixel(c, total[p], G, base_row, o0, row, x0 + p, rprelu, residual);
+    } else { /* two groups a pixel: not unrolled, as 16 stages in a row would spill their pointers to the stack */
+#pragma GCC unroll 1
+        for (int p = 0; p < P; p++) next[p] = stage_pixel(c, total[p], G, base_row, o0, row, x0 + p, rprelu, residual);
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) bits[p * next_words + o0 / 64] |= next[p];
+}
+
+/* One output row (image n, row y, as row = n * H + y), TILE_PIXELS pixels at a time: every output vector's
+ * counts and output stage, then the pixels' words of the next layer's packed map. */
+INLINE void conv_row(const Conv *conv, int64_t row, const int wide, const int rprelu, const int residual) {
+    /* A copy the stores into bits[] cannot change (uint64_t may alias the int64_t fields of *conv): its fields
+     * then stay in registers. */
+    const Conv copy = *conv, *c = &copy;
     const int64_t bytes = wide ? 8 : 4, pixel_bytes = words_of(c->channels) * bytes;
     const int64_t lanes = VEC_BYTES / bytes, vectors = (c->out_channels + lanes - 1) / lanes;
     const int64_t n = row / c->height, y = row % c->height, lead = 1 - c->k / 2, width = c->width;
-    const int64_t map_row = (width + 2) * pixel_bytes, row_case = (y == 0) | ((y == c->height - 1) << 1);
-    const int64_t next_pixel = words_of(c->out_channels) * word_bytes(c->out_channels);
+    const int64_t map_row = (width + 2) * pixel_bytes, next_words = words_of(c->out_channels);
+    const int64_t next_bytes = word_bytes(c->out_channels);
     const char *window = c->act + (n * (c->height + 2) + y + lead) * map_row + lead * pixel_bytes;
-    int32_t counts[TILE_PIXELS * c->opad];
+    const int64_t next_pixel = next_words * next_bytes;
+    char *next_row = c->next ? c->next + ((n * (c->height + 2) + y + 1) * (width + 2) + 1) * next_pixel : 0;
+    uint64_t bits[TILE_PIXELS * next_words];
     for (int64_t x0 = 0; x0 < width; x0 += TILE_PIXELS) {
         const int64_t pixels = width - x0 < TILE_PIXELS ? width - x0 : TILE_PIXELS;
         const char *a0 = window + x0 * pixel_bytes;
+        for (int64_t i = 0; i < pixels * next_words; i++) bits[i] = 0;
         for (int64_t v = 0; v < vectors;) {
             const char *w0 = c->weights + v * VEC_BYTES;
-            int32_t *c0 = counts + v * lanes;
+            const int64_t o0 = v * lanes;
             const int single = vectors - v < TILE_VECTORS;
             if (pixels == TILE_PIXELS && !single)
-                tile(c, a0, w0, c0, TILE_PIXELS, 0, wide);
+                tile(c, a0, w0, o0, row, x0, bits, TILE_PIXELS, TILE_VECTORS, wide, rprelu, residual);
             else if (pixels == TILE_PIXELS)
-                tile(c, a0, w0, c0, TILE_PIXELS, 1, wide);
+                tile(c, a0, w0, o0, row, x0, bits, TILE_PIXELS, 1, wide, rprelu, residual);
             else
                 for (int64_t p = 0; p < pixels; p++) {
+                    const char *a = a0 + p * pixel_bytes;
+                    uint64_t *b = bits + p * next_words;
                     if (!single)
-                        tile(c, a0 + p * pixel_bytes, w0, c0 + p * c->opad, 1, 0, wide);
+                        tile(c, a, w0, o0, row, x0 + p, b, 1, TILE_VECTORS, wide, rprelu, residual);
                     else
-                        tile(c, a0 + p * pixel_bytes, w0, c0 + p * c->opad, 1, 1, wide);
+                        tile(c, a, w0, o0, row, x0 + p, b, 1, 1, wide, rprelu, residual);
                 }
             v += single ? 1 : TILE_VECTORS;
         }
-        for (int64_t p = 0; p < pixels; p++) {
-            const int64_t x = x0 + p, col_case = (x == 0) | ((x == width - 1) << 1);
-            char *next = c->next ? c->next + ((n * (c->height + 2) + y + 1) * (width + 2) + x + 1) * next_pixel : 0;
-            output_stage(c, counts + p * c->opad, row_case * 4 + col_case, row * width + x, next, rprelu, residual);
-        }
+        if (next_row)
+            for (int64_t p = 0; p < pixels; p++) {
+                char *to = next_row + (x0 + p) * next_pixel;
+                if (next_bytes == 4)
+                    *(uint32_t *)to = (uint32_t)bits[p];
+                else
+                    for (int64_t w = 0; w < next_words; w++) ((uint64_t *)to)[w] = bits[p * next_words + w];
+            }
     }
 }
 
@@ -306,9 +344,14 @@ void binsr_conv(const char *act, const char *weights, const int32_t *base, const
         for (int64_t w = 0; w < words; w++)
             offsets[t * words + w] = (t / k) * map_row + (t % k) * words * bytes + w * bytes;
     /* A large output that this call does not read again (no residual, no packed copy) bypasses the caches: the
-     * stores then skip reading each line before writing it, and the output would not fit in cache anyway. */
+     * stores then skip reading each line before writing it, and the output would not fit in cache anyway. They
+     * must fill whole 64-byte lines back to back, or each part of a line costs a trip to memory (the avx2 conv
+     * 64->64 ran 1.3x slower): a group of FLANES channels fills one with avx512, and with avx2 a tile of uint32
+     * words does (two groups), a tile of uint64 words only half. */
+    const int64_t tile_floats = FLANES * 4 == 64 ? FLANES : TILE_VECTORS * VEC_BYTES / bytes;
     const int stream = !residual && !next && n_img * height * width * out_channels * 4 >= STREAM_BYTES &&
-                       out_channels % FLANES == 0 && (uintptr_t)out % VEC_BYTES == 0;
+                       tile_floats * 4 % 64 == 0 && out_channels % tile_floats == 0 &&
+                       (uintptr_t)out % VEC_BYTES == 0;
     const Conv c = {act, weights, offsets, height, width, channels, out_channels, opad, k * k * words, k,
                     base, alpha, rprelu, residual, out, next_threshold, next, stream};
     const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];

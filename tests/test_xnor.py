@@ -62,11 +62,13 @@ def test_accumulators_on_thin_maps(channels, height, width, kernel):
     assert_accumulators_equal(*random_case(channels, 6, 3, height, width, seed=height * 7 + width))
 
 
+@pytest.mark.parametrize("channels,width", [(16, 160), (64, 64)])
 @pytest.mark.parametrize("offset", [0, 1])
-def test_a_large_output_streamed_or_not_is_the_same(offset, kernel):
+def test_a_large_output_streamed_or_not_is_the_same(offset, channels, width, kernel):
     # 2 MiB and more of output, nothing fused: the native kernels write it with non-temporal stores when it starts
-    # on a vector boundary (offset 0: xnor_conv's own allocation or an aligned out=), with plain stores otherwise
-    x, threshold, weight = random_case(16, 16, 3, 128, 160, seed=5)
+    # on a vector boundary (offset 0: xnor_conv's own allocation or an aligned out=) and their tiles fill whole
+    # cache lines (not avx2's tiles of uint64 words), with plain stores otherwise
+    x, threshold, weight = random_case(channels, channels, 3, 128, width, seed=5)
     packed = xnor.pack_activations(nhwc(x), threshold.numpy())
     expected = nhwc(torch_accumulators(x, threshold, weight)).astype(np.float32)
     buffer = np.full(expected.size + 32, np.nan, np.float32)
@@ -210,7 +212,6 @@ def test_importing_binsr_changes_nothing_in_the_process():
     code = ("import os; before = dict(os.environ); import binsr, binsr.xnor, binsr.runtime, binsr.export, binsr.bench; "
             "print(before == dict(os.environ))")  # fmt: skip
     assert run_python(code) == "True"
-
 
 
 def test_bench_command_refuses_an_unknown_kernel_in_one_line(capsys):
