@@ -223,6 +223,26 @@ def test_bench_command_refuses_an_unknown_kernel_in_one_line(capsys):
     )
 
 
+def test_bench_times_each_candidate_after_an_untimed_call_of_its_own_in_rotating_order():
+    from binsr import bench
+
+    calls, now = [], [0.0]
+
+    def candidate(name: str, cost: float):
+        def run():
+            # ten times slower right after another candidate, as the XNOR conv is right after torch's
+            now[0] += cost if calls and calls[-1] == name else 10 * cost
+            calls.append(name)
+
+        return run
+
+    times = bench.median_times(
+        {"a": candidate("a", 1), "b": candidate("b", 2), "c": candidate("c", 3)}, 3, lambda: now[0]
+    )
+    assert times == {"a": 1, "b": 2, "c": 3}
+    assert "".join(calls) == "aabbcc" + "bbccaa" + "ccaabb"
+
+
 def test_bench_conv_rows_share_torch_times_and_the_goal_column_is_optional():
     from binsr import bench
 
