@@ -386,7 +386,9 @@ def test_accumulator_check_is_exact(name):
 def test_size_and_bench_figures():
     fig = viz.size_figure({"BBCU": {"checkpoint": 800 * 1024, ".binsr": 240 * 1024}})
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["BBCU: checkpoint", "BBCU: .binsr"]
-    rows = [{"case": "conv", "shape": "32->32 @96x96", "threads": 2, "speedup": 3.0},
-            {"case": "pack + conv", "shape": "32->32 @96x96", "threads": 2, "speedup": 0.5}]  # fmt: skip
+    row = {"case": "conv", "shape": "32->32 @96x96", "kernel": "avx2", "threads": 2, "speedup": 3.0}
+    rows = [row, {**row, "case": "pack + conv", "speedup": 0.5}]
     fig = viz.bench_figure(rows)
     assert [t.get_text() for t in fig.axes[0].texts] == ["3.0x", "0.5x"]
+    # the kernel that ran, and so the instruction set, under every bar
+    assert fig.axes[0].get_xticklabels()[0].get_text() == "conv\n32->32 @96x96\navx2 kernel, 2 thr."

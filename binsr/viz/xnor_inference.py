@@ -112,7 +112,7 @@ def bench_figure(rows: list[dict]) -> Figure:
     """Speedups of `binsr.bench` rows (XNOR engine vs the faster torch fp32 layout), one bar per case."""
     fig = new_figure(10.0, 4.4)
     ax = fig.subplots()
-    labels = [f"{r['case']}\n{r['shape']}\n{r['threads']} thr." for r in rows]
+    labels = [f"{r['case']}\n{r['shape']}\n{r['kernel']} kernel, {r['threads']} thr." for r in rows]
     speed = np.array([r["speedup"] for r in rows])
     pos = np.arange(len(rows))
     # Purple and red, not the model colours: these bars are cases of one engine, not models.
