@@ -230,7 +230,7 @@ def test_bench_times_each_candidate_after_an_untimed_call_of_its_own_in_rotating
 
     def candidate(name: str, cost: float):
         def run():
-            # ten times slower right after another candidate, as the XNOR conv is right after torch's
+            # slower right after another candidate: tenfold here, 1.6x for the XNOR conv right after torch's
             now[0] += cost if calls and calls[-1] == name else 10 * cost
             calls.append(name)
 
