@@ -17,6 +17,10 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+/* What the output stage does with its results: stores them, streams them past the caches, or stores them and packs
+ * them for the next layer */
+enum { STORE, STREAM, PACK };
+
 #define INLINE static inline __attribute__((always_inline))
 #define PARALLEL_WORK (1 << 18) /* below this many output channels x taps x pixels (or packed channels), one thread */
 #define STREAM_BYTES (2 << 20) /* outputs from this size (larger than most L2 caches) are written non-temporally */
@@ -25,7 +29,7 @@
 #if defined(BINSR_AVX512)
 typedef __m512i vec;
 #define VEC_BYTES 64
-#define CHUNK (1 << 30) /* steps counted before the counters are widened: these never overflow */
+#define CHUNK INT64_MAX /* steps counted before the counters are widened: never; 32 bits hold 2^27 steps */
 #define TILE_VECTORS 2 /* the register tile: TILE_VECTORS output vectors x TILE_PIXELS pixels */
 #define TILE_PIXELS 8
 
@@ -188,7 +192,7 @@ typedef struct {
     float *out;                  /* (N, H, W, O) */
     const float *next_threshold; /* (O), or NULL: no packed output */
     char *next;                  /* (N, H+2, W+2, words(O)) packed map for the next layer */
-    int stream;                  /* write `out` with non-temporal stores (see binsr_conv) */
+    int output;                  /* STORE, STREAM or PACK (see binsr_conv) */
 } Conv;
 
 /* acc[p][v] = sum over steps j0 <= j < j1 of popcount(a_j ^ w_j) for VB output vectors of P pixels; a0 and w0
@@ -215,37 +219,57 @@ INLINE void count(const Conv *c, const char *a0, const char *w0, int64_t j0, int
 }
 
 /* alpha, RPReLU and the residual in torch's op order on FLANES channels o .. o+n of one pixel, from their counts
- * and the base row of the pixel's border case; stores them and returns their bits of the next layer's
- * threshold-and-pack. `rprelu` and `residual` are literals (see ROWS), so that no branch tests them. Lanes past
- * the last channel hold 0, which packs as 0 (0 > 0 is false). */
-INLINE uint32_t output_stage(const Conv *c, ivec counts, const int32_t *base, int64_t o, int64_t n, int64_t pixel,
-                             const int rprelu, const int residual) {
+ * and the base row of the pixel's border case; stores them at out + o and returns their bits of the next layer's
+ * threshold-and-pack. `rprelu`, `residual` and `output` are literals (see ROWS and tile), so that no branch tests
+ * them. Lanes past the last channel hold 0, which packs as 0 (0 > 0 is false). */
+INLINE uint32_t output_stage(const Conv *c, ivec counts, const int32_t *base, int64_t o, int64_t n, float *out,
+                             const float *residual_at, const int rprelu, const int residual, const int output) {
     const int64_t channels = c->out_channels;
     fvec v = fmul(faccumulator(base + o, counts, n), fload(c->alpha + o, n));
     if (rprelu) {
         const float *gamma = c->rprelu + o, *beta = gamma + channels, *zeta = beta + channels;
         v = fadd(fprelu(fsub(v, fload(gamma, n)), fload(beta, n)), fload(zeta, n));
     }
-    if (residual) v = fadd(v, fload(c->residual + pixel * channels + o, n));
-    float *out = c->out + pixel * channels + o;
-    if (c->stream)
-        fstream(out, v);
+    if (residual) v = fadd(v, fload(residual_at + o, n));
+    if (output == STREAM)
+        fstream(out + o, v);
     else
-        fstore(out, v, n);
-    return c->next ? fgreater(v, fload(c->next_threshold + o, n)) : 0;
+        fstore(out + o, v, n);
+    return output == PACK ? fgreater(v, fload(c->next_threshold + o, n)) : 0;
 }
 
-/* The output stage of G groups of channels from o0 of pixel x of a row; returns their bits of the next map. */
-INLINE uint64_t stage_pixel(const Conv *c, const ivec *totals, const int G, const int32_t *base_row, int64_t o0,
-                            int64_t row, int64_t x, const int rprelu, const int residual) {
-    const int32_t *base = base_row + ((x == 0) | ((x == c->width - 1) << 1)) * c->out_channels;
+/* The output stage of G groups of channels from o0 of one pixel (out, residual_at: its first channel); returns
+ * their bits of the next map. */
+INLINE uint64_t stage_pixel(const Conv *c, const ivec *totals, const int G, const int32_t *base, int64_t o0,
+                            float *out, const float *residual_at, const int rprelu, const int residual,
+                            const int output) {
     uint64_t next = 0;
     for (int g = 0; g < G; g++) {
         const int64_t o = o0 + g * FLANES, left = c->out_channels - o, n = left < FLANES ? left : FLANES;
-        const uint64_t mask = output_stage(c, totals[g], base, o, n, row * c->width + x, rprelu, residual);
+        const uint64_t mask = output_stage(c, totals[g], base, o, n, out, residual_at, rprelu, residual, output);
         next |= mask << (o % 64);
     }
     return next;
+}
+
+/* The output stage of P pixels x G groups from channel o0 of one row from column x0, from their int32 counts; the
+ * next layer's bits are or-ed into bits[p * words_of(O) ..]. */
+INLINE void stage_tile(const Conv *c, ivec total[TILE_PIXELS][TILE_VECTORS], int64_t o0, int64_t row, int64_t x0,
+                       uint64_t *bits, const int P, const int G, const int rprelu, const int residual, const int output) {
+    const int64_t y = row % c->height, channels = c->out_channels, next_words = words_of(channels);
+    const int32_t *base_row = c->base + ((y == 0) | ((y == c->height - 1) << 1)) * 4 * channels;
+    const int64_t first = (row * c->width + x0) * channels;
+    float *out = c->out + first;
+    const float *residual_at = residual ? c->residual + first : 0;
+    const int edge = x0 == 0 || x0 + P >= c->width; /* only the first and last columns have base rows of their own */
+#pragma GCC unroll 8
+    for (int p = 0; p < P; p++) {
+        const int64_t x = x0 + p;
+        const int32_t *base = edge ? base_row + ((x == 0) | ((x == c->width - 1) << 1)) * channels : base_row;
+        const uint64_t next = stage_pixel(c, total[p], G, base, o0, out + p * channels, residual_at + p * channels,
+                                          rprelu, residual, output);
+        if (output == PACK) bits[p * next_words + o0 / 64] |= next;
+    }
 }
 
 /* The VB output vectors from channel o0 (w0: their weights) of P pixels of one row from column x0 (a0: the first
@@ -267,18 +291,11 @@ INLINE void tile(const Conv *c, const char *a0, const char *w0, int64_t o0, int6
             for (int g = 0; g < G; g++)
                 total[p][g] = iadd(total[p][g], group_counts(acc[p] + g * group_vectors, group_vectors, wide));
     }
-    const int64_t y = row % c->height, next_words = words_of(c->out_channels);
-    const int32_t *base_row = c->base + ((y == 0) | ((y == c->height - 1) << 1)) * 4 * c->out_channels;
-    uint64_t next[TILE_PIXELS]; /* the tile's channels lie in one 64-bit word of the next map */
-    if (wide) {
-#pragma GCC unroll 8
-        for (int p = 0; p < P; p++) next[p] = stage_pixel(c, total[p], G, base_row, o0, row, x0 + p, rprelu, residual);
-    } else { /* two groups a pixel: not unrolled, as 16 stages in a row would spill their pointers to the stack */
-#pragma GCC unroll 1
-        for (int p = 0; p < P; p++) next[p] = stage_pixel(c, total[p], G, base_row, o0, row, x0 + p, rprelu, residual);
+    switch (c->output) { /* a literal in each stage, so that no branch in it tests the mode */
+    case STREAM: stage_tile(c, total, o0, row, x0, bits, P, G, rprelu, residual, STREAM); break;
+    case PACK: stage_tile(c, total, o0, row, x0, bits, P, G, rprelu, residual, PACK); break;
+    default: stage_tile(c, total, o0, row, x0, bits, P, G, rprelu, residual, STORE);
     }
-#pragma GCC unroll 8
-    for (int p = 0; p < P; p++) bits[p * next_words + o0 / 64] |= next[p];
 }
 
 /* One output row (image n, row y, as row = n * H + y), TILE_PIXELS pixels at a time: every output vector's
@@ -358,7 +375,8 @@ void binsr_conv(const char *act, const char *weights, const int32_t *base, const
                        tile_floats * 4 % 64 == 0 && out_channels % tile_floats == 0 &&
                        (uintptr_t)out % VEC_BYTES == 0;
     const Conv c = {act, weights, offsets, height, width, channels, out_channels, opad, k * k * words, k,
-                    base, alpha, rprelu, residual, out, next_threshold, next, stream};
+                    base, alpha, rprelu, residual, out, next_threshold, next,
+                    next ? PACK : stream ? STREAM : STORE};
     const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];
     /* waking the other threads costs more than a small map's work */
     const int64_t work = n_img * height * width * out_channels * k * k;
