@@ -85,28 +85,30 @@ def _conv_case(channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor, np
     return x, weight, x_nhwc, np.zeros(channels, np.float32), conv
 
 
-def conv_rows(threads: int, channels: int, size: int, repeats: int, clock: Clock = time.perf_counter) -> list[dict]:
-    """One 3x3 conv channels -> channels on size x size: pre-packed input, and including the pack."""
+def conv_rows(
+    threads: int, channels: int, size: int, repeats: int, clock: Clock = time.perf_counter, into_out: bool = False
+) -> list[dict]:
+    """One 3x3 conv channels -> channels on size x size: pre-packed input, and including the pack. With
+    `into_out`, also "conv, out=": the XNOR conv writing into the same array in every call, as the packed model's
+    units write in place. A fresh output of this size is new memory from the OS, faulted in and zeroed page by page
+    while the conv writes it (torch's conv allocates its output too)."""
     x, weight, x_nhwc, threshold, conv = _conv_case(channels, size)
     x_cl, weight_cl = x.contiguous(memory_format=CL), weight.contiguous(memory_format=CL)
     packed = xnor.pack_activations(x_nhwc, threshold)
+    xnor_runs = {"xnor": lambda: xnor.xnor_conv(packed, conv)}
+    if into_out:
+        out = xnor.xnor_conv(packed, conv)[0]
+        xnor_runs["xnor into out"] = lambda: xnor.xnor_conv(packed, conv, out=out)
+    xnor_runs["xnor with pack"] = lambda: xnor.xnor_conv(xnor.pack_activations(x_nhwc, threshold), conv)
     torch_runs = {
         "torch NCHW": lambda: F.conv2d(x, weight, padding=1),
         "torch channels_last": lambda: F.conv2d(x_cl, weight_cl, padding=1),
     }
     shape = f"{channels}->{channels} @{size}x{size}"
-    # One interleaved round for all four: both rows share torch's times, so only the XNOR side differs between them
-    times = median_times(
-        {
-            "xnor": lambda: xnor.xnor_conv(packed, conv),
-            "xnor with pack": lambda: xnor.xnor_conv(xnor.pack_activations(x_nhwc, threshold), conv),
-            **torch_runs,
-        },
-        repeats,
-        clock,
-    )
-    with_pack = {**times, "xnor": times["xnor with pack"]}
-    return [_row(threads, "conv", shape, times), _row(threads, "pack + conv", shape, with_pack)]
+    # One interleaved round for all: the rows share torch's times, so only the XNOR side differs between them
+    times = median_times({**xnor_runs, **torch_runs}, repeats, clock)
+    cases = {"conv": "xnor", "conv, out=": "xnor into out", "pack + conv": "xnor with pack"}
+    return [_row(threads, case, shape, {**times, "xnor": times[run]}) for case, run in cases.items() if run in times]
 
 
 def thread_scaling(threads: int, channels: int = 64, size: int = 256, repeats: int = 7) -> float:
@@ -173,14 +175,15 @@ def model_rows(
 def run_bench(
     threads: tuple[int, ...] = (1, 2), repeats: int = 7, lr_size: int = 128, clock: Clock = time.perf_counter
 ) -> list[dict]:
-    """All cases at each thread count, on the kernel `xnor.setup` chose: one conv (64ch @256, 32ch @128), with
-    pack, and EDSR-BBCU 32x8 / 64x16 (binary units, body, whole x2 model)."""
+    """All cases at each thread count, on the kernel `xnor.setup` chose: one conv (64ch @256, 32ch @128), into a
+    given output, with pack, and EDSR-BBCU 32x8 / 64x16 (binary units, body, whole x2 model)."""
     saved = torch.get_num_threads()
     rows = []
     try:
         for n in threads:
             torch.set_num_threads(n)
-            rows += conv_rows(n, 64, 256, repeats, clock) + conv_rows(n, 32, 128, repeats, clock)
+            for channels, size in ((64, 256), (32, 128)):
+                rows += conv_rows(n, channels, size, repeats, clock, into_out=True)
             for n_feats, n_blocks in ((32, 8), (64, 16)):
                 rows += model_rows(n, n_feats, n_blocks, lr_size, repeats, clock)
     finally:

@@ -248,9 +248,11 @@ def test_bench_conv_rows_share_torch_times_and_the_goal_column_is_optional():
 
     conv, with_pack = bench.conv_rows(1, channels=8, size=8, repeats=1)
     assert (conv["case"], with_pack["case"]) == ("conv", "pack + conv")
-    # timed in one interleaved round: torch's NCHW / channels_last ratio is the same in both rows
-    torch_ratio = conv["vs NCHW"] / conv["vs channels_last"]
-    assert torch_ratio == pytest.approx(with_pack["vs NCHW"] / with_pack["vs channels_last"])
+    rows = bench.conv_rows(1, channels=8, size=8, repeats=1, into_out=True)
+    assert [r["case"] for r in rows] == ["conv", "conv, out=", "pack + conv"]
+    # timed in one interleaved round: torch's NCHW / channels_last ratio is the same in every row
+    torch_ratio = rows[0]["vs NCHW"] / rows[0]["vs channels_last"]
+    assert [r["vs NCHW"] / r["vs channels_last"] for r in rows] == pytest.approx([torch_ratio] * 3)
     row = {**conv, "shape": "32->32 @128x128", "vs NCHW": 7.9, "vs channels_last": 4.2, "speedup": 4.2, "goal": 10.0}
     assert bench.format_bench([row]).splitlines()[1].endswith("4.2x 10.0x  -58%")
     assert bench.format_bench([row], goals=False).splitlines() == [
