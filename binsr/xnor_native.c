@@ -253,7 +253,7 @@ INLINE uint64_t stage_pixel(const Conv *c, const ivec *totals, const int G, cons
 }
 
 /* The output stage of P pixels x G groups from channel o0 of one row from column x0, from their int32 counts; the
- * next layer's bits are or-ed into bits[p * words_of(O) ..]. */
+ * next layer's bits are or-ed into bits[p * words_of(O) ..], in one 64-bit word as a tile's channels lie in one. */
 INLINE void stage_tile(const Conv *c, ivec total[TILE_PIXELS][TILE_VECTORS], int64_t o0, int64_t row, int64_t x0,
                        uint64_t *bits, const int P, const int G, const int rprelu, const int residual, const int output) {
     const int64_t y = row % c->height, channels = c->out_channels, next_words = words_of(channels);
