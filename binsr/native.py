@@ -83,7 +83,7 @@ def compiler() -> str | None:
 
 @cache
 def build(isa: str) -> ctypes.CDLL:
-    """The native library for `isa`, compiled on first use (a second or so) and cached; NativeUnavailable if not."""
+    """The native library for `isa`, compiled on first use (about 6 s with gcc) and cached; NativeUnavailable if not."""
     missing = missing_features(isa)
     if missing:
         raise NativeUnavailable(f"the CPU lacks {', '.join(missing)}")
