@@ -252,12 +252,15 @@ INLINE uint64_t stage_pixel(const Conv *c, const ivec *totals, const int G, cons
     return next;
 }
 
+/* Which base row a row (column) i of n uses: 0 inside, 1 first, 2 last, 3 both (a map one pixel high or wide) */
+INLINE int64_t border_case(int64_t i, int64_t n) { return (i == 0) | ((i == n - 1) << 1); }
+
 /* The output stage of P pixels x G groups from channel o0 of one row from column x0, from their int32 counts; the
  * next layer's bits are or-ed into bits[p * words_of(O) ..], in one 64-bit word as a tile's channels lie in one. */
 INLINE void stage_tile(const Conv *c, ivec total[TILE_PIXELS][TILE_VECTORS], int64_t o0, int64_t row, int64_t x0,
                        uint64_t *bits, const int P, const int G, const int rprelu, const int residual, const int output) {
     const int64_t y = row % c->height, channels = c->out_channels, next_words = words_of(channels);
-    const int32_t *base_row = c->base + ((y == 0) | ((y == c->height - 1) << 1)) * 4 * channels;
+    const int32_t *base_row = c->base + border_case(y, c->height) * 4 * channels;
     const int64_t first = (row * c->width + x0) * channels;
     float *out = c->out + first;
     const float *residual_at = residual ? c->residual + first : 0;
@@ -265,7 +268,7 @@ INLINE void stage_tile(const Conv *c, ivec total[TILE_PIXELS][TILE_VECTORS], int
 #pragma GCC unroll 8
     for (int p = 0; p < P; p++) {
         const int64_t x = x0 + p;
-        const int32_t *base = edge ? base_row + ((x == 0) | ((x == c->width - 1) << 1)) * channels : base_row;
+        const int32_t *base = edge ? base_row + border_case(x, c->width) * channels : base_row;
         const uint64_t next = stage_pixel(c, total[p], G, base, o0, out + p * channels, residual_at + p * channels,
                                           rprelu, residual, output);
         if (output == PACK) bits[p * next_words + o0 / 64] |= next;
