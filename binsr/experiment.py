@@ -98,12 +98,21 @@ def run_row(label: str, run_checkpoint: str | Path) -> dict:
     stats = summary(model)
     return {
         "label": label, "model": model.config["name"], "arguments": model.config["kwargs"],
-        "scale": config["scale"], "steps": config["steps"], "lr": config["lr"], "train_set": config["train_set"],
+        "scale": config["scale"], "steps": config["steps"], "lr": config["lr"], "seed": config["seed"],
+        "train_set": config["train_set"],
         "init_from": config.get("init_from"), "train_seconds": metrics["train_seconds"], "params": stats.params,
         "ops": stats.ops, "packed_bytes": stats.packed_bytes,
         "val": _by_set(metrics["val"]),
         "checkpoint": str(run_checkpoint),
     }  # fmt: skip
+
+
+def score_sets(row: dict, sets: list[str], data_root: str | None = None) -> dict:
+    """The row (of `run_row`) with `sets` scored too, from its checkpoint, each image in one pass (`--tile 0`,
+    as the tables report them): the larger benchmarks (B100, Urban100) are too slow to validate on in training."""
+    model = checkpoint.load_model(row["checkpoint"])
+    scored = evaluate(model, sets, row["scale"], data_root=data_root, tile=0, progress=True)
+    return {**row, "val": {**row["val"], **_by_set(scored)}}
 
 
 def bicubic_row(scale: int, data_root: str | None) -> dict:
@@ -234,3 +243,33 @@ def ship_rows(named: dict[str, dict], results: list[dict], assets_dir: str | Pat
                for row in results]  # fmt: skip
     (assets_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return manifest
+
+
+def enter_benchmarks(evaluations: list[str | Path], assets_dir: str | Path = checkpoint.ASSETS) -> list[dict]:
+    """Enter the sets scored by `binsr eval --json FILE` runs into the shipped results: each row of
+    `results.json` and each manifest entry gains (or has replaced) the PSNR / SSIM of every set evaluated.
+
+    The eval rows name their model as `binsr eval --model` did: `bicubic` or a shipped name (edsr-bbcu-x2, ...),
+    so the larger benchmark sets (B100, Urban100), too slow to validate on during training, join Set5 and Set14
+    without touching the shipped checkpoints. Returns the updated results rows."""
+    assets_dir = Path(assets_dir)
+    manifest = checkpoint.read_manifest(assets_dir)
+    results = json.loads((assets_dir / "results.json").read_text())
+    rows = {(row["label"], row["scale"]): row for row in results}
+    for path in evaluations:
+        for scored in json.loads(Path(path).read_text()):
+            method, scale = scored["method"], scored["scale"]
+            entry = manifest["models"].get(method)
+            if method != "Bicubic" and entry is None:
+                raise ValueError(f"{path}: model {method!r} is not shipped in {assets_dir}; expected bicubic or one "
+                                 f"of {', '.join(manifest['models'])}")  # fmt: skip
+            label = "Bicubic" if entry is None else entry["label"]
+            if (label, scale) not in rows:
+                raise ValueError(f"{path}: no results row {label!r} at x{scale} in {assets_dir / 'results.json'}")
+            measured = {"psnr": scored["psnr"], "ssim": scored["ssim"]}
+            rows[label, scale]["val"][scored["name"]] = measured
+            if entry is not None:
+                entry["val"][scored["name"]] = measured
+    (assets_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (assets_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

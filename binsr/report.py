@@ -1,13 +1,17 @@
-"""The experiment's report: a Markdown table and a PSNR bar chart of the rows `binsr.experiment` produces.
+"""The experiment's report: a Markdown table and a PSNR bar chart of the rows `binsr.experiment` produces, and
+the budget study's table and figure (PSNR against training steps, seeds pooled).
 
-A row is a dict: label, model, scale, params, ops, train_seconds, steps, lr and val ({set: {psnr, ssim}}).
+A row is a dict: label, model, scale, params, ops, train_seconds, steps, lr, val ({set: {psnr, ssim}}) and, for
+rows of `binsr.experiment.run_row`, seed.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 
@@ -59,3 +63,60 @@ def write_results(rows: list[dict], out_dir: str | Path) -> None:
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
     (out_dir / "results.md").write_text(format_markdown(rows) + "\n")
     plot_results(rows, out_dir / "results.png")
+
+
+def _seeds_pooled(rows: list[dict]) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """{(label, steps): {set: [PSNR of each seed]}}, in the order the rows come."""
+    pooled: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for name, measured in row["val"].items():
+            pooled[row["label"], row["steps"]][name].append(measured["psnr"])
+    return pooled
+
+
+def format_budget(rows: list[dict]) -> str:
+    """The budget study as a Markdown table: one row per (model, steps), per set the PSNR as the mean over the
+    seeds ± half their range (a single seed shows its value alone), and the number of seeds."""
+    pooled = _seeds_pooled(rows)
+    sets = list(dict.fromkeys(name for per_set in pooled.values() for name in per_set))
+    header = ["model", "steps", "seeds", *(f"{s} PSNR" for s in sets)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (label, steps), per_set in pooled.items():
+        cells = []
+        for name in sets:
+            values = per_set.get(name, [])
+            if not values:
+                cells.append("-")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{np.mean(values):.3f} ± {(max(values) - min(values)) / 2:.3f}")
+        seeds = max(len(values) for values in per_set.values())
+        lines.append(f"| {label} | {steps} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_budget(rows: list[dict], path: str | Path) -> Figure:
+    """PSNR against training steps (log axis), one panel per set, one line per model: the mean over seeds, with
+    the seeds' range as error bars. Saved to `path`; the figure is returned for a notebook to show."""
+    pooled = _seeds_pooled(rows)
+    sets = list(dict.fromkeys(name for per_set in pooled.values() for name in per_set))
+    fig = Figure(figsize=(3.6 * len(sets), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    labels = list(dict.fromkeys(label for label, _ in pooled))
+    for ax, name in zip(axes, sets, strict=True):
+        for label in labels:
+            points = sorted((steps, per_set[name]) for (row_label, steps), per_set in pooled.items()
+                            if row_label == label and per_set.get(name))  # fmt: skip
+            if not points:
+                continue
+            steps = [step for step, _ in points]
+            low, mean, high = (np.array([fn(values) for _, values in points]) for fn in (min, np.mean, max))
+            ax.errorbar(steps, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps")
+        ax.set_title(name)
+    axes[0].set_ylabel("PSNR (dB, Y)")
+    axes[-1].legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return fig

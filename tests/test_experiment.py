@@ -145,3 +145,93 @@ def test_shipped_results_name_a_warm_start_by_its_run_folder_not_a_local_path(tm
     assert json.loads((tmp_path / "results.json").read_text()) == [
         {"label": "x4", "init_from": "fp-x2"}, {"label": "x2", "init_from": None}
     ]
+
+
+def test_benchmark_sets_scored_by_binsr_eval_join_the_shipped_results(tmp_path):
+    from skimage import data as photos
+
+    from binsr.cli import main
+
+    images = tmp_path / "Tiny" / "HR"
+    images.mkdir(parents=True)
+    Image.fromarray(photos.astronaut()[100:160, 200:264]).save(images / "a.png")
+    Image.fromarray(photos.chelsea()[50:90, 100:150]).save(images / "b.png")
+    scored = tmp_path / "tiny.json"
+    main(["eval", "--model", "bicubic", "edsr-bbcu-x2", "--data", str(tmp_path / "Tiny"), "--scale", "2",
+          "--json", str(scored)])  # fmt: skip
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for name in ("manifest.json", "results.json"):
+        (assets / name).write_text((checkpoint.ASSETS / name).read_text())
+    before = json.loads((assets / "results.json").read_text())
+
+    results = experiment.enter_benchmarks([scored], assets)
+
+    scored_rows = json.loads(scored.read_text())
+    evaluated = {(r["method"], r["scale"]): {"psnr": r["psnr"], "ssim": r["ssim"]} for r in scored_rows}
+    tiny = str(tmp_path / "Tiny")
+    by_key = {(row["label"], row["scale"]): row for row in results}
+    assert by_key["Bicubic", 2]["val"][tiny] == evaluated["Bicubic", 2]
+    assert by_key["EDSR-BBCU", 2]["val"][tiny] == evaluated["edsr-bbcu-x2", 2]
+    assert checkpoint.read_manifest(assets)["models"]["edsr-bbcu-x2"]["val"][tiny] == evaluated["edsr-bbcu-x2", 2]
+    # every other number stays as it was, and so does every row the evaluation did not touch
+    for old, new in zip(before, results, strict=True):
+        assert {k: v for k, v in new["val"].items() if k != tiny} == old["val"]
+        assert (tiny in new["val"]) == ((old["label"], old["scale"]) in (("Bicubic", 2), ("EDSR-BBCU", 2)))
+    assert json.loads((assets / "results.json").read_text()) == results
+
+    scored.write_text(json.dumps([{"method": "my-model", "name": "Tiny", "scale": 2, "psnr": 30.0, "ssim": 0.9}]))
+    with pytest.raises(ValueError, match="'my-model' is not shipped"):
+        experiment.enter_benchmarks([scored], assets)
+
+
+def test_budget_table_pools_seeds_as_mean_and_half_range():
+    rows = [_row("BBCU", 2, 36.0, 32.0), _row("BBCU", 2, 36.2, 32.1), _row("SE", 2, 36.3)]
+    rows[2]["steps"] = 100
+    assert report.format_budget(rows).splitlines() == [
+        "| model | steps | seeds | Set5 PSNR | Set14 PSNR |",
+        "|---|---|---|---|---|",
+        "| BBCU | 10 | 2 | 36.100 ± 0.100 | 32.050 ± 0.050 |",
+        "| SE | 100 | 1 | 36.300 | - |",
+    ]
+
+
+def test_budget_figure_plots_the_seed_mean_against_steps_with_the_range_as_error_bars(tmp_path):
+    rows = [_row("BBCU", 2, 36.0, 32.0), _row("BBCU", 2, 36.2, 32.1), _row("BBCU", 2, 36.5, 32.4)]
+    rows[2]["steps"] = 1000
+    fig = report.plot_budget(rows, tmp_path / "budget.png")
+    set5, set14 = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["Set5", "Set14"] and set5.get_xscale() == "log"
+    line = set5.lines[0]
+    assert list(line.get_xdata()) == [10, 1000]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), [36.1, 36.5])
+    segments = set5.collections[0].get_segments()  # the error bars: the two seeds' range at 10 steps, none at 1000
+    assert [list(s[:, 1]) for s in segments] == [[36.0, 36.2], [36.5, 36.5]]
+    np.testing.assert_allclose(np.asarray(set14.lines[0].get_ydata(), dtype=float), [32.05, 32.4])
+    assert Image.open(tmp_path / "budget.png").size == (864, 432)
+
+
+def test_a_run_row_records_its_seed_and_scores_more_sets_in_one_pass(tmp_path):
+    from dataclasses import asdict
+
+    from skimage import data as photos
+
+    from binsr.evaluate import evaluate
+    from binsr.models import create_model
+    from binsr.train import TrainConfig
+
+    torch.manual_seed(0)
+    model = create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=1)
+    config = asdict(TrainConfig(steps=10, seed=3))
+    metrics = {"train_seconds": 1.0, "val": [{"name": "Set5", "psnr": 30.0, "ssim": 0.9}]}
+    path = checkpoint.save(tmp_path / "last.pt", model, 10, config=config, metrics=metrics)
+    (tmp_path / "Tiny").mkdir()
+    Image.fromarray(photos.astronaut()[:90, :70]).save(tmp_path / "Tiny" / "a.png")
+
+    row = experiment.run_row("BBCU", path)
+    scored = experiment.score_sets(row, [str(tmp_path / "Tiny")])
+
+    assert row["seed"] == 3 and row["val"] == {"Set5": {"psnr": 30.0, "ssim": 0.9}}
+    expected = evaluate(checkpoint.load_model(path), [str(tmp_path / "Tiny")], 2, tile=0)[0]
+    assert scored["val"] == {**row["val"], str(tmp_path / "Tiny"): {"psnr": expected["psnr"], "ssim": expected["ssim"]}}
+    assert {k: v for k, v in scored.items() if k != "val"} == {k: v for k, v in row.items() if k != "val"}
