@@ -170,6 +170,13 @@ def iter_images(
         yield _folder_pair(path, folder, scale)
 
 
+def dataset_size(name_or_path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> int:
+    """How many images `iter_images` yields for this dataset, without reading any (for a progress bar)."""
+    if str(name_or_path) in PHOTO_SETS:
+        return len(PHOTO_SETS[str(name_or_path)])
+    return len(_image_files(_hr_folder(_find_folder(name_or_path, data_root))))
+
+
 def load_images(
     name_or_path: str | os.PathLike, scale: int, data_root: str | os.PathLike | None = None
 ) -> list[SRPair]:

@@ -19,8 +19,9 @@ from functools import partial
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from binsr.data import iter_images, to_tensor
+from binsr.data import dataset_size, iter_images, to_tensor
 from binsr.imresize import imresize
 from binsr.metrics import psnr_y, ssim_y
 from binsr.tiling import BICUBIC_CONTEXT, GLOBAL_PAD, auto_tile, context, tiled
@@ -84,12 +85,14 @@ def _evaluate_set(
     tile: int | None, progress: bool,
 ) -> list[dict]:  # fmt: skip
     images = []
-    for pair in iter_images(name, scale, data_root):
+    pairs = iter_images(name, scale, data_root)
+    total = dataset_size(name, data_root)
+    for pair in tqdm(pairs, total=total, desc=f"{name} x{scale}", unit="image", disable=not progress, leave=False):
         if min(pair.hr.shape[:2]) < min_hr_side(scale):
             side = min_hr_side(scale)
             raise ValueError(f"{name}/{pair.name} is {pair.hr.shape[1]}x{pair.hr.shape[0]}; expected at least "
                              f"{side}x{side} to score at x{scale}")  # fmt: skip
-        sr = upscale(model, pair.lr, scale, ensemble, tile, progress)
+        sr = upscale(model, pair.lr, scale, ensemble, tile)
         if sr.shape != pair.hr.shape:
             raise ValueError(f"{name}/{pair.name}: output has shape {sr.shape}; expected {pair.hr.shape}")
         images.append({"name": pair.name, "psnr": psnr_y(sr, pair.hr, scale), "ssim": ssim_y(sr, pair.hr, scale)})
@@ -111,7 +114,7 @@ def evaluate(
     Returns one dict per dataset: method, name, scale, psnr and ssim (means over its images), and images,
     a list of {name, psnr, ssim}. `method` labels the row in `format_table` ("Bicubic" or the model's class
     name by default). The model runs in eval mode without gradients; its training mode is restored after.
-    `tile` and `progress` are `upscale`'s.
+    `tile` is `upscale`'s; `progress` shows a bar over each set's images.
     """
     if scale < 2:
         raise ValueError(f"scale={scale} is not valid; expected an upscaling factor of 2 or more")

@@ -218,3 +218,14 @@ def test_small_images_are_skipped_with_a_warning():
         PatchSampler(pairs, 2, lr_patch=64)
     with pytest.raises(ValueError, match="im0"):
         PatchSampler(pairs, 3)
+
+
+def test_dataset_size_counts_the_images_iter_images_yields_without_reading_them(tmp_path):
+    from binsr.data import dataset_size, iter_images
+
+    (tmp_path / "Mine" / "HR").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / "Mine" / "HR" / f"{i}.png")
+    (tmp_path / "Mine" / "HR" / "notes.txt").write_text("not an image")
+    assert dataset_size("Mine", tmp_path) == 3 == len(list(iter_images("Mine", 2, tmp_path)))
+    assert dataset_size("photos-test") == 4
