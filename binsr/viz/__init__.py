@@ -70,7 +70,7 @@ from binsr.viz.common import (
     run_with_hooks,
     styled,
 )
-from binsr.viz.lesson import MODES, RunMode, cell_seconds, run_mode, timed
+from binsr.viz.lesson import MODES, RunMode, cell_seconds, run_mode, run_seconds, timed
 from binsr.viz.propagation import initial_signals, initialisation_variants, propagation_figure
 from binsr.viz.rsign_rprelu import (
     correlation,
