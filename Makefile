@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 export NUMBA_THREADING_LAYER := workqueue
 
-.PHONY: demo test test-browser lint lab bench experiment clean
+.PHONY: demo test test-browser lint lab book present bench experiment clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,26 @@ lint: $(VENV)/.installed
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+# The course as a static site, from the notebooks as saved (nothing runs): Sphinx + myst-nb (docs/conf.py). -E reads
+# every page afresh; -W -n: a broken link, cross-reference or image fails the build.
+BOOK := build/book
+book: $(VENV)/.installed
+	$(PY) -m sphinx -b html -E -W --keep-going -n -q -c docs . $(BOOK)
+	@echo "The course site is built: open file://$(abspath $(BOOK))/index.html"
+	@echo "(or serve it: $(PY) -m http.server --directory $(BOOK) 8000, then http://127.0.0.1:8000/)"
+
+# One notebook for class, its code hidden and its widgets live (Voila runs it in a fresh kernel), e.g. NB=03.
+# Voila prints the URL; PRESENT_ARGS adds options, e.g. PRESENT_ARGS="--Voila.ip=0.0.0.0" to reach it from the host.
+NB ?= 01
+PRESENT_PORT ?= 8866
+present: $(VENV)/.installed
+	@nb="$$(ls notebooks/$(NB)_*.ipynb 2>/dev/null | head -1)"; \
+	if [ -z "$$nb" ]; then echo "no notebook notebooks/$(NB)_*.ipynb: NB is its number, 01 to 10" >&2; exit 2; fi; \
+	echo "Presenter view of $$nb: open http://127.0.0.1:$(PRESENT_PORT)/ once Voila says it is running (Ctrl-C stops it)"; \
+	$(VENV)/bin/voila "$$nb" --no-browser --port=$(PRESENT_PORT) $(PRESENT_ARGS)
+
 bench: $(VENV)/.installed
 	$(PY) -m binsr bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build/book

@@ -50,3 +50,7 @@ def test_cell_seconds_reads_the_execution_times_jupyter_saved(tmp_path):
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps({"cells": cells}))
     assert viz.cell_seconds(path) == pytest.approx({1: 5.173, 3: 61.5})
+    assert viz.run_seconds(path) == pytest.approx(66.673)
+    cells[3]["metadata"]["tags"] = ["solution"]  # runs only when its button is pressed: not part of Run All
+    path.write_text(json.dumps({"cells": cells}))
+    assert viz.run_seconds(path) == pytest.approx(5.173)

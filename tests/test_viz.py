@@ -107,6 +107,14 @@ def test_sr_vs_classification_figure():
     _check_figure(viz.sr_vs_classification_figure(_photo(), sigma=2.0), 4 + 1)  # and the error map's colour bar
 
 
+def test_the_error_panel_keeps_its_scale_across_noise_levels():
+    for sigma in (0.5, 16.0):  # the slider's ends
+        image = viz.sr_vs_classification_figure(_photo(), sigma=sigma).axes[3].images[0]
+        assert image.get_clim() == (0.0, viz.ERROR_SCALE_MAX)
+    with pytest.raises(ValueError, match="error_max=0"):
+        viz.sr_vs_classification_figure(_photo(), error_max=0)
+
+
 def test_cost_figure():
     with torch.device("meta"):
         costs = {

@@ -132,6 +132,22 @@ def test_gate_summary_and_figures():
         viz.attention_browser_figure(image, signals, block=5)
 
 
+def test_attention_maps_on_the_gate_range_or_stretched():
+    model = _proposed("pixel", "pixel")
+    signals = viz.attention_signals(model, _image())
+    assert signals["body.0.0"]["gate_range"] == (0.0, 2.0)  # binsr's 2 sigmoid gate
+    m_b = signals["body.0.0"]["m_b"][3]
+    stretched, full = (
+        viz.attention_browser_figure(_image(), signals, channel=3, scale=scale).axes[1].images[0].get_clim()
+        for scale in viz.MAP_SCALES
+    )
+    assert full == (0.0, 2.0)
+    expected = torch.quantile(m_b.flatten(), torch.tensor([0.01, 0.99])).tolist()
+    assert stretched == pytest.approx((expected[0], max(expected[1], expected[0] + 1e-3)))
+    with pytest.raises(ValueError, match="scale='log'"):
+        viz.attention_browser_figure(_image(), signals, scale="log")
+
+
 def test_branch_scales():
     model = _proposed()
     with torch.no_grad():

@@ -32,6 +32,7 @@ from binsr.viz.activations import (
     stream_figure,
 )
 from binsr.viz.attention import (
+    MAP_SCALES,
     attention_browser_figure,
     attention_cost,
     attention_kind,
@@ -70,7 +71,7 @@ from binsr.viz.common import (
     run_with_hooks,
     styled,
 )
-from binsr.viz.lesson import MODES, RunMode, cell_seconds, run_mode, timed
+from binsr.viz.lesson import MODES, RunMode, cell_seconds, run_mode, run_seconds, timed
 from binsr.viz.propagation import initial_signals, initialisation_variants, propagation_figure
 from binsr.viz.rsign_rprelu import (
     correlation,
@@ -121,7 +122,14 @@ from binsr.viz.weights import (
     latent_walk_figure,
     train_and_track,
 )
-from binsr.viz.why_binarize import add_noise, cost_figure, one_bit_image, psnr_of_noise, sr_vs_classification_figure
+from binsr.viz.why_binarize import (
+    ERROR_SCALE_MAX,
+    add_noise,
+    cost_figure,
+    one_bit_image,
+    psnr_of_noise,
+    sr_vs_classification_figure,
+)
 from binsr.viz.xnor_inference import (
     accumulator_check,
     bench_figure,

@@ -89,7 +89,8 @@ def attention_models(
 def attention_signals(model: nn.Module, image: np.ndarray | torch.Tensor) -> dict[str, dict]:
     """One forward pass of `model` on `image` (uint8 LR HxWx3, or a (1, 3, H, W) tensor), and per attentive
     unit (12): `x` its input, `branch` the binary branch RPReLU(alpha conv(RSign x)) before Att_b, `m_b` and
-    `m_r` the attention maps ((C|1, H|1, W|1); None where the kind is "none"), `a1`, `a2`, `kinds` and `out`.
+    `m_r` the attention maps ((C|1, H|1, W|1); None where the kind is "none"), `a1`, `a2`, `kinds`, `out` and
+    `gate_range`, the range (0, top) of the unit's gates (top 1 for "sigmoid", 2 for "2sigmoid").
     The batch dimension is dropped."""
     units = attentive_units(model)
     if not units:
@@ -115,8 +116,12 @@ def attention_signals(model: nn.Module, image: np.ndarray | torch.Tensor) -> dic
                 hooks.append((att.gate, gate_hook))
     run_with_hooks(model, image, hooks)
     for name, unit in units:
+        gates = [att.gate.height for att in (unit.att_bin, unit.att_res) if not isinstance(att, nn.Identity)]
         store[name].update(
-            a1=unit.a1.item(), a2=unit.a2.item(), kinds=(attention_kind(unit.att_bin), attention_kind(unit.att_res))
+            a1=unit.a1.item(),
+            a2=unit.a2.item(),
+            kinds=(attention_kind(unit.att_bin), attention_kind(unit.att_res)),
+            gate_range=(0.0, max(gates, default=1.0)),
         )
     return store
 
@@ -183,7 +188,13 @@ def _unit_name(signals: dict[str, dict], block: int, unit: int) -> str:
     return name
 
 
-def _draw_map(ax, fig, m: torch.Tensor | None, channel: int, title: str) -> None:
+MAP_SCALES = ("stretched", "gate range")
+
+
+def _draw_map(
+    ax, fig, m: torch.Tensor | None, channel: int, title: str, gate_range: tuple[float, float] | None
+) -> None:
+    """`gate_range` None: the colours stretched from the map's 1st to its 99th percentile; else (0, top)."""
     if m is None:
         ax.text(0.5, 0.5, "identity\n(no attention)", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
@@ -199,31 +210,44 @@ def _draw_map(ax, fig, m: torch.Tensor | None, channel: int, title: str) -> None
         ax.set_title(f"{title}, SE\nmean {w.mean():.2f}")
         return
     c = 0 if m.shape[0] == 1 else channel % m.shape[0]
-    lo, hi = (float(v) for v in torch.quantile(m[c].flatten(), torch.tensor([0.01, 0.99])))
-    hi = max(hi, lo + 1e-3)
+    if gate_range is None:
+        lo, hi = (float(v) for v in torch.quantile(m[c].flatten(), torch.tensor([0.01, 0.99])))
+        hi = max(hi, lo + 1e-3)
+    else:
+        lo, hi = gate_range
     im = ax.imshow(m[c].numpy(), cmap=QUANTIZED_CMAPS["viridis"], interpolation="nearest", vmin=lo, vmax=hi)
     which = "spatial" if m.shape[0] == 1 else f"ch. {c}"
-    ax.set_title(f"{title}, {which}\nmean {float(m[c].mean()):.2f}")
+    ax.set_title(f"{title}, {which}\nmean {float(m[c].mean()):.2f}, scale {lo:.3g}–{hi:.3g}")
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.7)
 
 
 @styled
 def attention_browser_figure(
-    image: np.ndarray, signals: dict[str, dict], block: int = 0, unit: int = 0, channel: int = 0
+    image: np.ndarray,
+    signals: dict[str, dict],
+    block: int = 0,
+    unit: int = 0,
+    channel: int = 0,
+    scale: str = "stretched",
 ) -> Figure:
     """The LR input, the binary-branch map m_b and the residual map m_r of unit `unit` of block `block` (pixel
     attention: channel `channel`; spatial: its one map; SE: its channel weights), and the binary branch's
-    share of the unit's output per pixel (`branch_share`)."""
+    share of the unit's output per pixel (`branch_share`). `scale` "stretched" colours each map from its 1st to
+    its 99th percentile (a modulation of a few per cent shows as a full range of colours); "gate range" over
+    everything the gate can output, (0, 1) or (0, 2), so a map's colour says how far it is from the identity."""
+    if scale not in MAP_SCALES:
+        raise ValueError(f"scale={scale!r}: expected one of {', '.join(MAP_SCALES)}")
     name = _unit_name(signals, block, unit)
     s = signals[name]
+    gate_range = s["gate_range"] if scale == "gate range" else None
     fig = new_figure(10.0, 3.3)
     ax_i, ax_b, ax_r, ax_s = fig.subplots(1, 4)
     ax_i.imshow(image)
     ax_i.set_title(f"{name}\na1 = {s['a1']:.2f}, a2 = {s['a2']:.2f}")
     ax_i.set_axis_off()
-    _draw_map(ax_b, fig, s["m_b"], channel, f"m_b ({s['kinds'][0]})")
-    _draw_map(ax_r, fig, s["m_r"], channel, f"m_r ({s['kinds'][1]})")
+    _draw_map(ax_b, fig, s["m_b"], channel, f"m_b ({s['kinds'][0]})", gate_range)
+    _draw_map(ax_r, fig, s["m_r"], channel, f"m_r ({s['kinds'][1]})", gate_range)
     share = branch_share(s)
     top = max(float(share.max()), 1e-6)
     im = ax_s.imshow(share.numpy(), cmap=QUANTIZED_CMAPS["magma"], interpolation="nearest", vmin=0, vmax=top)

@@ -89,3 +89,10 @@ def cell_seconds(notebook: str | Path) -> dict[int, float]:
             span = _stamp(stamps["shell.execute_reply"]) - _stamp(stamps["iopub.execute_input"])
             seconds[i] = span.total_seconds()
     return seconds
+
+
+def run_seconds(notebook: str | Path) -> float:
+    """Seconds that *Run All* took when `notebook` was saved: the sum of `cell_seconds` without the solution cells
+    (tagged "solution"), which only run when their button is pressed (notebooks/README, "Run time")."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    return sum(s for i, s in cell_seconds(notebook).items() if "solution" not in cells[i]["metadata"].get("tags", []))

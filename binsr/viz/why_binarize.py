@@ -31,13 +31,21 @@ def one_bit_image(image: np.ndarray) -> np.ndarray:
     return np.where(bits, 255, 0).astype(np.uint8)
 
 
+ERROR_SCALE_MAX = 20.0  # grey levels at the top of the error panel's colour bar, whatever sigma
+
+
 @styled
-def sr_vs_classification_figure(image: np.ndarray, sigma: float = 3.0, label: str = "cat", seed: int = 0) -> Figure:
+def sr_vs_classification_figure(
+    image: np.ndarray, sigma: float = 3.0, label: str = "cat", seed: int = 0, error_max: float = ERROR_SCALE_MAX
+) -> Figure:
     """Why SR is harder than classification: the 1-bit image (still recognisable), and faint noise everywhere.
 
     A classifier only needs its argmax to survive; an SR network is scored on every one of its 3*H*W outputs
-    (PSNR on Y as `binsr.metrics.psnr_y` measures it).
+    (PSNR on Y as `binsr.metrics.psnr_y` measures it). The error panel's colour bar runs from 0 to `error_max`
+    grey levels for every sigma, so that a larger noise looks larger.
     """
+    if error_max <= 0:
+        raise ValueError(f"error_max={error_max}: expected a positive number of grey levels")
     noisy = add_noise(image, sigma, seed)
     diff = np.abs(noisy.astype(np.float64) - image.astype(np.float64)).mean(axis=2)
     fig = new_figure(10.0, 2.9)
@@ -48,9 +56,9 @@ def sr_vs_classification_figure(image: np.ndarray, sigma: float = 3.0, label: st
     axes[1].set_title(f"1 bit/channel: still\na '{label}' to a classifier")
     axes[2].imshow(noisy)
     axes[2].set_title(f"noise σ = {sigma:g} grey levels\nPSNR(Y) {psnr_y(noisy, image, 0):.2f} dB")
-    im = axes[3].imshow(diff, cmap="magma", vmin=0, vmax=max(3 * sigma, 1e-6))
+    im = axes[3].imshow(diff, cmap="magma", vmin=0, vmax=error_max)
     axes[3].set_title("|error| (grey levels):\nsmall, but everywhere")
-    fig.colorbar(im, ax=axes[3], shrink=0.75)
+    fig.colorbar(im, ax=axes[3], shrink=0.75, extend="max" if diff.max() > error_max else "neither")
     for ax in axes:
         ax.set_axis_off()
     return fig

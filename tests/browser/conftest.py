@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +92,14 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def lab(chromium_path, tmp_path_factory):
-    """A JupyterLab server over a copy of the notebooks, stopped by its process id at the end of the session."""
-    root = tmp_path_factory.mktemp("lab")
-    shutil.copytree(REPO / "notebooks", root / "notebooks")  # autosave and checkpoints stay out of the checkout
+def jupyter_env(root: Path) -> dict[str, str]:
+    """The environment of a Jupyter server under `root`: every Jupyter folder a temporary one, the kernel this
+    interpreter (by absolute path, so the project venv whatever the PATH says), quick mode."""
     jupyter = root / "jupyter"
     for name, settings in LAB_SETTINGS.items():
         path = jupyter / "settings" / name
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(settings))
-    # the kernel: this interpreter, by absolute path, so it is the project venv whatever the PATH says;
     # JUPYTER_PATH is searched before the venv's and the user's kernel specs
     spec = jupyter / "path" / "kernels" / "python3" / "kernel.json"
     spec.parent.mkdir(parents=True)
@@ -108,9 +107,9 @@ def lab(chromium_path, tmp_path_factory):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (ipykernel)", "language": "python",
     }))  # fmt: skip
-    env = {
+    return {
         **os.environ,
-        "JUPYTER_PATH": str(jupyter / "path"),
+        "JUPYTER_PATH": os.pathsep.join([str(jupyter / "path"), *filter(None, [os.environ.get("JUPYTER_PATH")])]),
         "JUPYTER_CONFIG_DIR": str(jupyter / "config"),
         "JUPYTER_DATA_DIR": str(jupyter / "data"),
         "JUPYTER_RUNTIME_DIR": str(jupyter / "runtime"),
@@ -120,6 +119,40 @@ def lab(chromium_path, tmp_path_factory):
         "BINSR_QUICK": "1",
         "NUMBA_THREADING_LAYER": "workqueue",
     }
+
+
+@contextmanager
+def serving(cmd: list[str], env: dict, log_path: Path, ready: Callable[[], object], what: str):
+    """Run a server until the `with` block ends: `ready()` is polled until it stops raising OSError; the server
+    is stopped by its process id (SIGTERM, then SIGKILL)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ready()
+                break
+            except OSError as e:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start ({e}); its log:\n{log_path.read_text()[-3000:]}") from e
+                time.sleep(0.5)
+        yield proc
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)  # a Jupyter server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def lab(chromium_path, tmp_path_factory):
+    """A JupyterLab server over a copy of the notebooks, stopped by its process id at the end of the session."""
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copytree(REPO / "notebooks", root / "notebooks")  # autosave and checkpoints stay out of the checkout
+    env = jupyter_env(root)
     port, token = _free_port(), secrets.token_hex(16)
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
@@ -129,30 +162,24 @@ def lab(chromium_path, tmp_path_factory):
     ]  # fmt: skip
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    log_path = root / "jupyterlab.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Lab(f"http://127.0.0.1:{port}", token, root)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                server.api("/api/status")
-                break
-            except OSError as e:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"JupyterLab did not start ({e}); its log:\n{log_path.read_text()[-3000:]}"
-                    ) from e
-                time.sleep(0.5)
+    with serving(cmd, env, root / "jupyterlab.log", lambda: server.api("/api/status"), "JupyterLab"):
         yield server
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def voila(chromium_path, tmp_path_factory) -> str:
+    """A Voila server (the presenter view of `make present`) over a copy of the notebooks; its base URL."""
+    root = tmp_path_factory.mktemp("voila")
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "voila", str(root / "notebooks"), "--no-browser", f"--port={port}",
+        "--Voila.ip=127.0.0.1", "--show_tracebacks=True",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with serving(cmd, jupyter_env(root), root / "voila.log", lambda: urllib.request.urlopen(url, timeout=10), "Voila"):
+        yield url
 
 
 @pytest.fixture(scope="session")
