@@ -7,6 +7,7 @@ the median of `repeats` runs. Speedups are quoted against the faster of torch's 
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -38,22 +39,24 @@ THREAD_GOAL = 1.7  # 2 threads over 1 on the 64-channel conv
 
 
 def median_times(
-    candidates: dict[str, Callable[[], object]], repeats: int, clock: Clock = time.perf_counter
+    candidates: dict[str, Callable[[], object]], repeats: int, clock: Clock = time.perf_counter, warm: bool = True
 ) -> dict[str, float]:
     """Median time of each candidate over `repeats` interleaved rounds (a change in machine load hits all alike).
 
     In each round every candidate runs twice in a row and only the second call is timed, so each is measured in
     its own steady state, as in a loop over images, and not in the state the previous candidate left (right after
-    torch's conv, the 32-channel XNOR conv ran 1.6x slower than after itself). The order rotates from round to
-    round. `clock` is wall time by default; time.process_time (CPU seconds of all threads) is steadier for one
-    thread on a machine other jobs are loading.
+    torch's conv, the 32-channel XNOR conv ran 1.6x slower than after itself); `warm=False` drops the untimed
+    call, for candidates that run for seconds. The order rotates from round to round. `clock` is wall time by
+    default; time.process_time (CPU seconds of all threads) is steadier for one thread on a machine other jobs
+    are loading.
     """
     names = list(candidates)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            candidates[name]()
+            if warm:
+                candidates[name]()
             start = clock()
             candidates[name]()
             times[name].append(clock() - start)
@@ -205,4 +208,60 @@ def format_bench(rows: list[dict], goals: bool = True) -> str:
             met = "ok" if r["speedup"] >= r["goal"] else f"{r['speedup'] / r['goal'] - 1:+.0%}"
             line += f" {r['goal']:>4.1f}x  {met}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def upscale_rows(
+    image: str | Path | np.ndarray, model: str = "edsr-bbcu-x2", threads: tuple[int, ...] = (1, 2),
+    repeats: int = 3, tile: int | None = None, clock: Clock = time.perf_counter,
+) -> list[dict]:  # fmt: skip
+    """`binsr upscale`'s work on `image` (a file, read as the command reads it, or a uint8 HxWx3 array), tiled as
+    the command tiles it and rounded to 8 bits, without writing a file, on the torch engine and on the xnor
+    engine at each thread count: medians of `repeats` interleaved runs (each run takes seconds, so none is
+    warmed up). One row per thread count, as `run_bench`'s (case, shape, threads, kernel, speedup) with both
+    times and xnor's speed over its own on the first thread count ("scaling")."""
+    from binsr.checkpoint import load_any
+    from binsr.data import open_image, to_rgb8
+    from binsr.evaluate import upscale
+    from binsr.export import pack_model
+
+    float_model = load_any(model)
+    engines = {"torch": float_model, "xnor": pack_model(float_model)}
+    rgb = image if isinstance(image, np.ndarray) else to_rgb8(open_image(image))
+
+    def run(net, n: int) -> Callable[[], object]:
+        def upscale_on_n_threads():
+            torch.set_num_threads(n)
+            return upscale(net, rgb, float_model.scale, tile=tile)
+
+        return upscale_on_n_threads
+
+    saved = torch.get_num_threads()
+    try:
+        candidates = {(name, n): run(net, n) for n in threads for name, net in engines.items()}
+        times = median_times(candidates, repeats, clock, warm=False)
+    finally:
+        torch.set_num_threads(saved)
+    return [
+        {"case": "whole upscale", "shape": f"{model} @{rgb.shape[1]}x{rgb.shape[0]}", "threads": n,
+         "kernel": xnor.current_kernel(),
+         "torch": times["torch", n], "xnor": times["xnor", n], "speedup": times["torch", n] / times["xnor", n],
+         "scaling": times["xnor", threads[0]] / times["xnor", n]}
+        for n in threads
+    ]  # fmt: skip
+
+
+def format_upscale(rows: list[dict]) -> str:
+    """A plain-text table of `upscale_rows`, naming torch's own vector ISA (ATen's CPU capability, which
+    ATEN_CPU_CAPABILITY lowers) and, where set, oneDNN's ISA limit (ONEDNN_MAX_CPU_ISA)."""
+    first = rows[0]
+    isa = torch.backends.cpu.get_cpu_capability()
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    torch_isa = f"{isa}, oneDNN up to {limit}" if limit else isa
+    lines = [f"upscale with {first['shape']}: torch ({torch_isa}) vs xnor ({first['kernel']} kernel), medians of "
+             "interleaved runs",
+             f"{'thr':>3}  {'torch s':>8} {'xnor s':>7} {'speedup':>8}  xnor vs {first['threads']} thr"]  # fmt: skip
+    for r in rows:
+        times = f"{r['torch']:>8.2f} {r['xnor']:>7.2f}"
+        lines.append(f"{r['threads']:>3}  {times} {r['speedup']:>7.2f}x  {r['scaling']:>13.2f}x")
     return "\n".join(lines)
