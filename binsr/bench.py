@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from binsr import xnor
 from binsr.export import export_model
 from binsr.models import create_model
-from binsr.runtime import AddPopped, Push, load_packed
+from binsr.runtime import AddPopped, AttentiveUnit, BBCUUnits, PackedModel, PixelShuffle, Push, State, load_packed
 
 Clock = Callable[[], float]
 CL = torch.channels_last
@@ -264,4 +264,92 @@ def format_upscale(rows: list[dict]) -> str:
     for r in rows:
         times = f"{r['torch']:>8.2f} {r['xnor']:>7.2f}"
         lines.append(f"{r['threads']:>3}  {times} {r['speedup']:>7.2f}x  {r['scaling']:>13.2f}x")
+    return "\n".join(lines)
+
+
+STAGES = ("head", "binary units", "body conv", "upsampler", "tail", "rest")  # EDSR's, in order
+
+
+def _stage(op: object) -> str:
+    """The EDSR stage of a packed op, from the module it came from (head, body.N, upsampler.N, tail)."""
+    if isinstance(op, (BBCUUnits, AttentiveUnit)):
+        return "binary units"
+    if isinstance(op, PixelShuffle):
+        return "upsampler"
+    module = getattr(op, "name", "").split(".")[0]
+    return {"head": "head", "body": "body conv", "upsampler": "upsampler", "tail": "tail"}.get(module, "rest")
+
+
+def _packed_stages(packed: PackedModel, x: torch.Tensor, clock: Clock) -> dict[str, float]:
+    times = dict.fromkeys(STAGES, 0.0)
+    state = State()
+    with torch.no_grad():
+        for op in packed.program:
+            start = clock()
+            x = op(x, state)
+            times[_stage(op)] += clock() - start
+    return times
+
+
+def _float_stages(model: torch.nn.Module, x: torch.Tensor, clock: Clock) -> dict[str, float]:
+    times, started = dict.fromkeys(STAGES, 0.0), {}
+    modules = {"head": [model.head], "binary units": list(model.body)[:-1], "body conv": [model.body[-1]],
+               "upsampler": [model.upsampler], "tail": [model.tail]}  # fmt: skip
+    handles = []
+    for stage, parts in modules.items():
+        for part in parts:
+            handles.append(part.register_forward_pre_hook(lambda m, a, stage=stage: started.update({stage: clock()})))
+            handles.append(part.register_forward_hook(
+                lambda m, a, out, stage=stage: times.update({stage: times[stage] + clock() - started[stage]})
+            ))  # fmt: skip
+    try:
+        with torch.no_grad():
+            start = clock()
+            model(x)
+            total = clock() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    times["rest"] = total - sum(times.values())
+    return times
+
+
+def stage_times(
+    model: str, image: np.ndarray, tile: int | None = None, repeats: int = 5, clock: Clock = time.process_time
+) -> dict:
+    """Where one call of the EDSR `model` spends its time on an inner tile of `image` (uint8 HxWx3, cut as
+    `binsr.evaluate.upscale` cuts it, overlap and all; the whole image when it runs untiled), on each engine:
+    {"piece": "WxH", engine: {stage: median seconds}} over `repeats` alternating runs, on torch's current threads.
+    The stages are STAGES: the head conv, the binary units (on xnor with their NHWC copies and packing), the body
+    conv, the upsampler (convs and pixel shuffles), the tail conv, and the rest (input and output scaling, the
+    long skip)."""
+    from binsr.checkpoint import load_any
+    from binsr.data import to_tensor
+    from binsr.export import pack_model
+    from binsr.tiling import GLOBAL_PAD, auto_tile, context
+
+    float_model = load_any(model)
+    packed = pack_model(float_model)
+    tile = auto_tile(*image.shape[:2], tile)
+    side = tile + 2 * (context(float_model) or GLOBAL_PAD)
+    piece = image if tile == 0 else image[:side, :side]
+    x = to_tensor(piece[None])
+    runs: dict[str, list[dict[str, float]]] = {"torch": [], "xnor": []}
+    for _ in range(repeats + 1):  # the first round warms up
+        runs["torch"].append(_float_stages(float_model, x, clock))
+        runs["xnor"].append(_packed_stages(packed, x, clock))
+    medians = {
+        engine: {stage: statistics.median(run[stage] for run in timed[1:]) for stage in STAGES}
+        for engine, timed in runs.items()
+    }
+    return {"piece": f"{piece.shape[1]}x{piece.shape[0]}", **medians}
+
+
+def format_stages(times: dict, what: str) -> str:
+    """`stage_times` as a table of milliseconds, with each engine's total; `what` heads it."""
+    lines = [f"{what}, on a {times['piece']} piece: ms per stage (medians)",
+             f"{'':<6}" + "".join(f"{s:>14}" for s in (*STAGES, "total"))]  # fmt: skip
+    for engine in ("torch", "xnor"):
+        cells = [*times[engine].values(), sum(times[engine].values())]
+        lines.append(f"{engine:<6}" + "".join(f"{1e3 * t:>14.1f}" for t in cells))
     return "\n".join(lines)

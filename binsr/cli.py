@@ -226,13 +226,32 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(xnor.setup(args.kernel))
     clock = time.process_time if args.cpu_time else time.perf_counter
     if args.upscale:
-        rows = upscale_rows(args.upscale, args.model, tuple(args.threads), repeats, args.tile, clock)
-        print(format_upscale(rows))
+        print(format_upscale(upscale_rows(args.upscale, args.model, tuple(args.threads), repeats, args.tile, clock)))
+        if args.split:
+            print_split(args.upscale, args.model, args.threads[0], args.tile)
         return
     print(format_bench(run_bench(threads=tuple(args.threads), repeats=repeats, clock=clock)))
     for n in (n for n in args.threads if n > 1):
         scaling = thread_scaling(n, repeats=repeats)
         print(f"XNOR conv 64->64 @256x256 on {n} threads: {scaling:.2f}x its 1-thread speed (goal {THREAD_GOAL}x)")
+
+
+def print_split(image: str, model: str, threads: int, tile: int | None) -> None:
+    """`binsr bench --upscale IMAGE --split`: where one tile's time goes on each engine, in CPU seconds."""
+    import time
+
+    import torch
+
+    from binsr.bench import format_stages, stage_times
+    from binsr.data import open_image, to_rgb8
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = stage_times(model, to_rgb8(open_image(image)), tile, clock=time.process_time)
+    finally:
+        torch.set_num_threads(saved)
+    print(format_stages(times, f"{model}, {threads} thread{'s' if threads > 1 else ''}, CPU time"))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -333,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: `binsr upscale`'s work on IMAGE (no file written), torch engine vs xnor engine")
     p.add_argument("--model", default="edsr-bbcu-x2", help="the model --upscale runs (default edsr-bbcu-x2)")
     p.add_argument("--tile", type=int, default=None, help=f"with --upscale: {TILE_HELP}")
+    p.add_argument("--split", action="store_true",
+                   help="with --upscale: also where one tile's time goes, stage by stage, on each engine")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")

@@ -169,6 +169,19 @@ def test_bench_upscale_times_both_engines_interleaved_on_the_same_image(tmp_path
     assert lines[0].startswith(f"upscale with edsr-bbcu-x2 @10x12: torch ({torch.backends.cpu.get_cpu_capability()}")
     assert lines[3].startswith(f"  2  {rows[1]['torch']:>8.2f} {rows[1]['xnor']:>7.2f} {rows[1]['speedup']:>7.2f}x")
     Image.fromarray(_lr(12, 10)).save(tmp_path / "a.png")
-    assert main(["bench", "--upscale", str(tmp_path / "a.png"), "--threads", "1", "--repeats", "1"]) == 0
+    assert main(["bench", "--upscale", str(tmp_path / "a.png"), "--threads", "1", "--repeats", "1", "--split"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == xnor.describe() and out[1].startswith("upscale with edsr-bbcu-x2 @10x12")
+    assert out[4] == "edsr-bbcu-x2, 1 thread, CPU time, on a 10x12 piece: ms per stage (medians)"
+    assert out[5].split() == ["head", "binary", "units", "body", "conv", "upsampler", "tail", "rest", "total"]
+    assert [line.split()[0] for line in out[6:]] == ["torch", "xnor"]
+
+
+def test_stage_times_cut_an_inner_tile_and_account_for_every_op():
+    from binsr import bench
+
+    assert {bench._stage(op) for op in pack_model(shipped("edsr-proposed-x4")).program} == set(bench.STAGES)
+    times = bench.stage_times("edsr-bbcu-x2", _lr(60, 70), tile=16, repeats=1)
+    assert times["piece"] == "56x56"  # a 16-pixel tile with the model's 20 pixels of overlap on each side
+    assert set(times["torch"]) == set(times["xnor"]) == set(bench.STAGES)
+    assert all(t > 0 for engine in ("torch", "xnor") for t in times[engine].values())
