@@ -7,6 +7,7 @@ the median of `repeats` runs. Speedups are quoted against the faster of torch's 
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from binsr import xnor
 from binsr.export import export_model
 from binsr.models import create_model
-from binsr.runtime import AddPopped, Push, load_packed
+from binsr.runtime import AddPopped, AttentiveUnit, BBCUUnits, PackedModel, PixelShuffle, Push, State, load_packed
 
 Clock = Callable[[], float]
 CL = torch.channels_last
@@ -38,22 +39,24 @@ THREAD_GOAL = 1.7  # 2 threads over 1 on the 64-channel conv
 
 
 def median_times(
-    candidates: dict[str, Callable[[], object]], repeats: int, clock: Clock = time.perf_counter
+    candidates: dict[str, Callable[[], object]], repeats: int, clock: Clock = time.perf_counter, warm: bool = True
 ) -> dict[str, float]:
     """Median time of each candidate over `repeats` interleaved rounds (a change in machine load hits all alike).
 
     In each round every candidate runs twice in a row and only the second call is timed, so each is measured in
     its own steady state, as in a loop over images, and not in the state the previous candidate left (right after
-    torch's conv, the 32-channel XNOR conv ran 1.6x slower than after itself). The order rotates from round to
-    round. `clock` is wall time by default; time.process_time (CPU seconds of all threads) is steadier for one
-    thread on a machine other jobs are loading.
+    torch's conv, the 32-channel XNOR conv ran 1.6x slower than after itself); `warm=False` drops the untimed
+    call, for candidates that run for seconds. The order rotates from round to round. `clock` is wall time by
+    default; time.process_time (CPU seconds of all threads) is steadier for one thread on a machine other jobs
+    are loading.
     """
     names = list(candidates)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            candidates[name]()
+            if warm:
+                candidates[name]()
             start = clock()
             candidates[name]()
             times[name].append(clock() - start)
@@ -205,4 +208,148 @@ def format_bench(rows: list[dict], goals: bool = True) -> str:
             met = "ok" if r["speedup"] >= r["goal"] else f"{r['speedup'] / r['goal'] - 1:+.0%}"
             line += f" {r['goal']:>4.1f}x  {met}"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def upscale_rows(
+    image: str | Path | np.ndarray, model: str = "edsr-bbcu-x2", threads: tuple[int, ...] = (1, 2),
+    repeats: int = 3, tile: int | None = None, clock: Clock = time.perf_counter,
+) -> list[dict]:  # fmt: skip
+    """`binsr upscale`'s work on `image` (a file, read as the command reads it, or a uint8 HxWx3 array), tiled as
+    the command tiles it and rounded to 8 bits, without writing a file, on the torch engine and on the xnor
+    engine at each thread count: medians of `repeats` interleaved runs (each run takes seconds, so none is
+    warmed up). One row per thread count, as `run_bench`'s (case, shape, threads, kernel, speedup) with both
+    times and xnor's speed over its own on the first thread count ("scaling")."""
+    from binsr.checkpoint import load_any
+    from binsr.data import open_image, to_rgb8
+    from binsr.evaluate import upscale
+    from binsr.export import pack_model
+
+    float_model = load_any(model)
+    engines = {"torch": float_model, "xnor": pack_model(float_model)}
+    rgb = image if isinstance(image, np.ndarray) else to_rgb8(open_image(image))
+
+    def run(net, n: int) -> Callable[[], object]:
+        def upscale_on_n_threads():
+            torch.set_num_threads(n)
+            return upscale(net, rgb, float_model.scale, tile=tile)
+
+        return upscale_on_n_threads
+
+    saved = torch.get_num_threads()
+    try:
+        candidates = {(name, n): run(net, n) for n in threads for name, net in engines.items()}
+        times = median_times(candidates, repeats, clock, warm=False)
+    finally:
+        torch.set_num_threads(saved)
+    return [
+        {"case": "whole upscale", "shape": f"{model} @{rgb.shape[1]}x{rgb.shape[0]}", "threads": n,
+         "kernel": xnor.current_kernel(),
+         "torch": times["torch", n], "xnor": times["xnor", n], "speedup": times["torch", n] / times["xnor", n],
+         "scaling": times["xnor", threads[0]] / times["xnor", n]}
+        for n in threads
+    ]  # fmt: skip
+
+
+def format_upscale(rows: list[dict]) -> str:
+    """A plain-text table of `upscale_rows`, naming torch's own vector ISA (ATen's CPU capability, which
+    ATEN_CPU_CAPABILITY lowers) and, where set, oneDNN's ISA limit (ONEDNN_MAX_CPU_ISA)."""
+    first = rows[0]
+    isa = torch.backends.cpu.get_cpu_capability()
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    torch_isa = f"{isa}, oneDNN up to {limit}" if limit else isa
+    lines = [f"upscale with {first['shape']}: torch ({torch_isa}) vs xnor ({first['kernel']} kernel), medians of "
+             "interleaved runs",
+             f"{'thr':>3}  {'torch s':>8} {'xnor s':>7} {'speedup':>8}  xnor vs {first['threads']} thr"]  # fmt: skip
+    for r in rows:
+        times = f"{r['torch']:>8.2f} {r['xnor']:>7.2f}"
+        lines.append(f"{r['threads']:>3}  {times} {r['speedup']:>7.2f}x  {r['scaling']:>13.2f}x")
+    return "\n".join(lines)
+
+
+STAGES = ("head", "binary units", "body conv", "upsampler", "tail", "rest")  # EDSR's, in order
+
+
+def _stage(op: object) -> str:
+    """The EDSR stage of a packed op, from the module it came from (head, body.N, upsampler.N, tail)."""
+    if isinstance(op, (BBCUUnits, AttentiveUnit)):
+        return "binary units"
+    if isinstance(op, PixelShuffle):
+        return "upsampler"
+    module = getattr(op, "name", "").split(".")[0]
+    return {"head": "head", "body": "body conv", "upsampler": "upsampler", "tail": "tail"}.get(module, "rest")
+
+
+def _packed_stages(packed: PackedModel, x: torch.Tensor, clock: Clock) -> dict[str, float]:
+    times = dict.fromkeys(STAGES, 0.0)
+    state = State()
+    with torch.no_grad():
+        for op in packed.program:
+            start = clock()
+            x = op(x, state)
+            times[_stage(op)] += clock() - start
+    return times
+
+
+def _float_stages(model: torch.nn.Module, x: torch.Tensor, clock: Clock) -> dict[str, float]:
+    times, started = dict.fromkeys(STAGES, 0.0), {}
+    modules = {"head": [model.head], "binary units": list(model.body)[:-1], "body conv": [model.body[-1]],
+               "upsampler": [model.upsampler], "tail": [model.tail]}  # fmt: skip
+    handles = []
+    for stage, parts in modules.items():
+        for part in parts:
+            handles.append(part.register_forward_pre_hook(lambda m, a, stage=stage: started.update({stage: clock()})))
+            handles.append(part.register_forward_hook(
+                lambda m, a, out, stage=stage: times.update({stage: times[stage] + clock() - started[stage]})
+            ))  # fmt: skip
+    try:
+        with torch.no_grad():
+            start = clock()
+            model(x)
+            total = clock() - start
+    finally:
+        for handle in handles:
+            handle.remove()
+    times["rest"] = total - sum(times.values())
+    return times
+
+
+def stage_times(
+    model: str, image: np.ndarray, tile: int | None = None, repeats: int = 5, clock: Clock = time.process_time
+) -> dict:
+    """Where one call of the EDSR `model` spends its time on an inner tile of `image` (uint8 HxWx3, cut as
+    `binsr.evaluate.upscale` cuts it, overlap and all; the whole image when it runs untiled), on each engine:
+    {"piece": "WxH", engine: {stage: median seconds}} over `repeats` alternating runs, on torch's current threads.
+    The stages are STAGES: the head conv, the binary units (on xnor with their NHWC copies and packing), the body
+    conv, the upsampler (convs and pixel shuffles), the tail conv, and the rest (input and output scaling, the
+    long skip)."""
+    from binsr.checkpoint import load_any
+    from binsr.data import to_tensor
+    from binsr.export import pack_model
+    from binsr.tiling import GLOBAL_PAD, auto_tile, context
+
+    float_model = load_any(model)
+    packed = pack_model(float_model)
+    tile = auto_tile(*image.shape[:2], tile)
+    side = tile + 2 * (context(float_model) or GLOBAL_PAD)
+    piece = image if tile == 0 else image[:side, :side]
+    x = to_tensor(piece[None])
+    runs: dict[str, list[dict[str, float]]] = {"torch": [], "xnor": []}
+    for _ in range(repeats + 1):  # the first round warms up
+        runs["torch"].append(_float_stages(float_model, x, clock))
+        runs["xnor"].append(_packed_stages(packed, x, clock))
+    medians = {
+        engine: {stage: statistics.median(run[stage] for run in timed[1:]) for stage in STAGES}
+        for engine, timed in runs.items()
+    }
+    return {"piece": f"{piece.shape[1]}x{piece.shape[0]}", **medians}
+
+
+def format_stages(times: dict, what: str) -> str:
+    """`stage_times` as a table of milliseconds, with each engine's total; `what` heads it."""
+    lines = [f"{what}, on a {times['piece']} piece: ms per stage (medians)",
+             f"{'':<6}" + "".join(f"{s:>14}" for s in (*STAGES, "total"))]  # fmt: skip
+    for engine in ("torch", "xnor"):
+        cells = [*times[engine].values(), sum(times[engine].values())]
+        lines.append(f"{engine:<6}" + "".join(f"{1e3 * t:>14.1f}" for t in cells))
     return "\n".join(lines)

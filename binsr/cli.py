@@ -114,18 +114,31 @@ def _writable(path: str | None) -> None:
         ensure_dir(Path(path).parent)
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    """torch's thread count, which the XNOR engine shares, from --threads (default: torch's, the machine's cores)."""
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads} is not valid; expected 1 or more")
+        torch.set_num_threads(args.threads)
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
-    from binsr.checkpoint import load_any
+    from binsr.engine import load
     from binsr.evaluate import evaluate, format_table, write_csv, write_json
 
     _writable(args.csv)
     _writable(args.json)
+    _set_threads(args)
     rows = []
     for spec in args.model:
         if spec == "bicubic":
             model, method = None, "Bicubic"
         else:
-            model, method = load_any(spec, expect_scale=args.scale), Path(spec).stem
+            model, line = load(spec, args.engine, "cpu", args.kernel, expect_scale=args.scale)
+            method = Path(spec).stem
+            print(f"{method}: {line}", file=sys.stderr)
         label = f"{method} (x8 self-ensemble)" if args.self_ensemble and model is not None else method
         rows += evaluate(model, args.data, args.scale, args.data_root, args.self_ensemble, method=label, tile=args.tile,
                          progress=True)  # fmt: skip
@@ -139,8 +152,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_upscale(args: argparse.Namespace) -> None:
     from binsr.photos import upscale_photos
 
-    for written in upscale_photos(args.inputs, args.model, args.out, args.compare, args.tile, args.device):
-        print(written)
+    _set_threads(args)
+    written = upscale_photos(args.inputs, args.model, args.out, args.compare, args.tile, args.device, args.engine,
+                             args.kernel)  # fmt: skip
+    for path in written:
+        print(path)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -198,20 +214,44 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import time
 
+    repeats = args.repeats or (3 if args.upscale else 7)
     if args.train:
         from binsr.train_bench import format_train_speed, train_speed_rows
 
-        print(format_train_speed(train_speed_rows(args.repeats)))
+        print(format_train_speed(train_speed_rows(repeats)))
         return
     from binsr import xnor
-    from binsr.bench import THREAD_GOAL, format_bench, run_bench, thread_scaling
+    from binsr.bench import THREAD_GOAL, format_bench, format_upscale, run_bench, thread_scaling, upscale_rows
 
     print(xnor.setup(args.kernel))
     clock = time.process_time if args.cpu_time else time.perf_counter
-    print(format_bench(run_bench(threads=tuple(args.threads), repeats=args.repeats, clock=clock)))
+    if args.upscale:
+        print(format_upscale(upscale_rows(args.upscale, args.model, tuple(args.threads), repeats, args.tile, clock)))
+        if args.split:
+            print_split(args.upscale, args.model, args.threads[0], args.tile)
+        return
+    print(format_bench(run_bench(threads=tuple(args.threads), repeats=repeats, clock=clock)))
     for n in (n for n in args.threads if n > 1):
-        scaling = thread_scaling(n, repeats=args.repeats)
+        scaling = thread_scaling(n, repeats=repeats)
         print(f"XNOR conv 64->64 @256x256 on {n} threads: {scaling:.2f}x its 1-thread speed (goal {THREAD_GOAL}x)")
+
+
+def print_split(image: str, model: str, threads: int, tile: int | None) -> None:
+    """`binsr bench --upscale IMAGE --split`: where one tile's time goes on each engine, in CPU seconds."""
+    import time
+
+    import torch
+
+    from binsr.bench import format_stages, stage_times
+    from binsr.data import open_image, to_rgb8
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = stage_times(model, to_rgb8(open_image(image)), tile, clock=time.process_time)
+    finally:
+        torch.set_num_threads(saved)
+    print(format_stages(times, f"{model}, {threads} thread{'s' if threads > 1 else ''}, CPU time"))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -223,6 +263,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 # ---- the parser ----------------------------------------------------------------------------------------
 
 TILE_HELP = "LR tile side for large images (default: 256-pixel tiles above 512x512, same pixels); 0: one pass"
+KERNEL_HELP = "XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or portable (default auto)"
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine, --kernel and --threads of the commands that run models (`binsr.engine`)."""
+    parser.add_argument("--engine", default="auto", choices=["auto", "xnor", "torch"],
+                        help="xnor: binary models on the 1-bit XNOR runtime, same pixels; torch: as trained; auto "
+                             "(default): xnor for a binary model where a native kernel runs, else torch")
+    parser.add_argument("--kernel", default="auto", help=KERNEL_HELP)
+    parser.add_argument("--threads", type=int, default=None, help="threads (default: torch's, the machine's cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,24 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", help="PSNR/SSIM on the Y channel (MATLAB protocol) of bicubic or checkpoints")
     p.add_argument("--model", nargs="+", default=["bicubic"], metavar="MODEL",
-                   help="'bicubic', shipped models (edsr-bbcu-x2, ...) and/or checkpoint files (default: bicubic)")
+                   help="'bicubic', shipped models (edsr-bbcu-x2, ...), checkpoints, .binsr files (default: bicubic)")
     p.add_argument("--data", nargs="+", default=["Set5", "Set14"], metavar="SET",
                    help="dataset names (Set5, Set14, B100, Urban100, Manga109, T91, photos-test, ...) or folders")
     p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
     p.add_argument("--data-root", help="folder holding the benchmark sets (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--self-ensemble", action="store_true", help="average the x8 flips and rotations")
     p.add_argument("--tile", type=int, default=None, help=TILE_HELP)
+    add_engine_arguments(p)
     p.add_argument("--csv", help="write per-image results to this CSV file")
     p.add_argument("--json", help="write the results to this JSON file")
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("upscale", help="super-resolve your own images (PNG, JPEG, any mode and size)")
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders of images")
-    p.add_argument("--model", required=True, help="a shipped model (edsr-bbcu-x2, edsr-fp-x4, ...) or a checkpoint .pt")
+    p.add_argument("--model", required=True,
+                   help="a shipped model (edsr-bbcu-x2, edsr-fp-x4, ...), a checkpoint .pt or a packed .binsr")
     p.add_argument("-o", "--out", required=True, help="output folder: <name>-x<scale>.png for each input")
     p.add_argument("--compare", action="store_true", help="also write <name>-x<scale>-compare.png: bicubic | model")
     p.add_argument("--tile", type=int, default=None, help=TILE_HELP)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, ...")
+    add_engine_arguments(p)
     p.set_defaults(func=cmd_upscale)
 
     p = commands.add_parser("train", help="train a registry model (DDP under torchrun)")
@@ -288,13 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("bench", help="XNOR-popcount vs torch fp32 speed ratios (median of several runs)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)")
-    p.add_argument("--repeats", type=int, default=7, help="runs per case; the median is reported (default 7)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="runs per case; the median is reported (default 7, with --upscale 3)")
     p.add_argument("--cpu-time", action="store_true",
                    help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
-    p.add_argument("--kernel", default="auto",
-                   help="XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or portable (default auto)")
+    p.add_argument("--kernel", default="auto", help=KERNEL_HELP)
     p.add_argument("--train", action="store_true",
                    help="training-step speed instead: eager vs torch.compile, FP vs binary (ratios)")
+    p.add_argument("--upscale", metavar="IMAGE",
+                   help="instead: `binsr upscale`'s work on IMAGE (no file written), torch engine vs xnor engine")
+    p.add_argument("--model", default="edsr-bbcu-x2", help="the model --upscale runs (default edsr-bbcu-x2)")
+    p.add_argument("--tile", type=int, default=None, help=f"with --upscale: {TILE_HELP}")
+    p.add_argument("--split", action="store_true",
+                   help="with --upscale: also where one tile's time goes, stage by stage, on each engine")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")

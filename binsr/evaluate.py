@@ -15,6 +15,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,11 +24,13 @@ from tqdm.auto import tqdm
 
 from binsr.data import dataset_size, iter_images, to_tensor
 from binsr.imresize import imresize
-from binsr.metrics import psnr_y, ssim_y
 from binsr.tiling import BICUBIC_CONTEXT, GLOBAL_PAD, auto_tile, context, tiled
 
+if TYPE_CHECKING:
+    from binsr.runtime import PackedModel
 
-def self_ensemble(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
+
+def self_ensemble(model: nn.Module | PackedModel, lr: torch.Tensor) -> torch.Tensor:
     """x8 geometric self-ensemble (EDSR): the mean of the model's outputs over the 8 flips and rotations of
     `lr` (N, C, h, w), each mapped back to the original orientation."""
     outputs = []
@@ -40,15 +43,15 @@ def self_ensemble(model: nn.Module, lr: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _model_output(model: nn.Module, ensemble: bool, lr: np.ndarray) -> np.ndarray:
-    device = next(model.parameters(), torch.empty(0)).device
+def _model_output(model: nn.Module | PackedModel, ensemble: bool, lr: np.ndarray) -> np.ndarray:
+    device = next(model.parameters(), torch.empty(0)).device if isinstance(model, nn.Module) else "cpu"
     x = to_tensor(lr[None]).to(device)
     y = self_ensemble(model, x) if ensemble else model(x)
     return (y.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def upscale(
-    model: nn.Module | None,
+    model: nn.Module | PackedModel | None,
     lr: np.ndarray,
     scale: int,
     ensemble: bool = False,
@@ -56,7 +59,8 @@ def upscale(
     progress: bool = False,
 ) -> np.ndarray:
     """The uint8 SR image that `evaluate` scores: `model`'s output on the uint8 LR image `lr` (HxWx3), clamped
-    and rounded, optionally self-ensembled; MATLAB bicubic when `model` is None.
+    and rounded, optionally self-ensembled; MATLAB bicubic when `model` is None. `model` is a float model or a
+    packed one (`binsr.engine`), which gives the same pixels, tiles included.
 
     Large images run in tiles (`binsr.tiling`) with the same pixels: `tile` is the LR tile side, None tiles
     automatically above `binsr.tiling.AUTO_ABOVE` pixels, 0 never tiles. `progress` shows a bar over the tiles."""
@@ -81,9 +85,11 @@ def min_hr_side(scale: int) -> int:
 
 
 def _evaluate_set(
-    model: nn.Module | None, name: str, scale: int, data_root: str | os.PathLike | None, ensemble: bool,
+    model: nn.Module | PackedModel | None, name: str, scale: int, data_root: str | os.PathLike | None, ensemble: bool,
     tile: int | None, progress: bool,
 ) -> list[dict]:  # fmt: skip
+    from binsr.metrics import psnr_y, ssim_y  # here, not above: scipy takes 0.3 s to import, which upscale needs not
+
     images = []
     pairs = iter_images(name, scale, data_root)
     total = dataset_size(name, data_root)
@@ -100,7 +106,7 @@ def _evaluate_set(
 
 
 def evaluate(
-    model: nn.Module | None,
+    model: nn.Module | PackedModel | None,
     names: Sequence[str],
     scale: int,
     data_root: str | os.PathLike | None = None,
@@ -113,8 +119,8 @@ def evaluate(
 
     Returns one dict per dataset: method, name, scale, psnr and ssim (means over its images), and images,
     a list of {name, psnr, ssim}. `method` labels the row in `format_table` ("Bicubic" or the model's class
-    name by default). The model runs in eval mode without gradients; its training mode is restored after.
-    `tile` is `upscale`'s; `progress` shows a bar over each set's images.
+    name by default). A float model runs in eval mode without gradients; its training mode is restored after. A
+    packed model (`binsr.engine`) runs as it is. `tile` is `upscale`'s; `progress` shows a bar over each set's images.
     """
     if scale < 2:
         raise ValueError(f"scale={scale} is not valid; expected an upscaling factor of 2 or more")
@@ -122,8 +128,8 @@ def evaluate(
         raise ValueError(f"model.scale={getattr(model, 'scale', None)!r} but scale={scale}; expected them equal")
     names = [names] if isinstance(names, str) else list(names)
     method = method or ("Bicubic" if model is None else type(model).__name__)
-    was_training = model is not None and model.training
-    if model is not None:
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
         model.eval()
     try:
         with torch.no_grad():

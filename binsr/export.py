@@ -163,21 +163,27 @@ def srresnet_program(model: SRResNet) -> list[Op]:
     return [*ops, runtime.AddPoppedUpsampled(skip.scale_factor, skip.mode, skip.align_corners), runtime.Divide(model.k)]
 
 
-def export_model(model: nn.Module, path: str | Path) -> Path:
-    """Write `model` (a binary EDSR or SRResNet, used in eval mode) to `path` as a .binsr file, atomically."""
+def pack_model(model: nn.Module) -> runtime.PackedModel:
+    """`model` (a binary EDSR or SRResNet, used in eval mode) as a PackedModel in memory, as `export_model` writes
+    it: no file involved."""
     programs = {EDSR: edsr_program, SRResNet: srresnet_program}
     if type(model) not in programs:
         raise ValueError(f"export supports EDSR and SRResNet models; got {type(model).__name__}")
     if not any(isinstance(m, BinaryConv2d) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no binary layers; export is for binary models")
-    program = programs[type(model)](model)
+    return runtime.PackedModel(model.scale, getattr(model, "config", None), programs[type(model)](model))
+
+
+def export_model(model: nn.Module, path: str | Path) -> Path:
+    """Write `model` (a binary EDSR or SRResNet, used in eval mode) to `path` as a .binsr file, atomically."""
+    packed = pack_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Through a temporary file in the same folder, renamed over the target: a crash never leaves half a file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:  # a file object keeps numpy from appending ".npz" to the name
-            runtime.save_program(f, model.scale, getattr(model, "config", None), program)
+            runtime.save_program(f, packed.scale, packed.config, packed.program)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; a packed model is an ordinary file
         os.replace(tmp, path)
     except BaseException:

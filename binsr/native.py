@@ -40,26 +40,34 @@ class NativeUnavailable(RuntimeError):
     """The native kernel for an ISA cannot run here; the message says why."""
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` of Linux's /proc/cpuinfo ("flags", "model name", ...), or None without one."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), None)
+
+
 @cache
 def cpu_features() -> frozenset[str]:
-    """The host CPU's features that the kernels care about, as LLVM reports them (usable by the OS, too)."""
+    """The host CPU's features that the kernels care about, as LLVM names them, and usable by the OS too: the
+    flags Linux lists in /proc/cpuinfo (it drops those whose registers it does not save), else LLVM's detection.
+    Importing llvmlite for it would add 45 MB to a process that runs a native kernel."""
+    wanted = {feature for required, _ in ISAS.values() for feature in required}
+    flags = _cpuinfo("flags")
+    if flags is not None:
+        return frozenset(wanted & {flag.replace("_", "") for flag in flags.split()})  # Linux: avx512_vpopcntdq
     import llvmlite.binding as llvm  # llvmlite comes with numba
 
-    wanted = {feature for required, _ in ISAS.values() for feature in required}
     return frozenset(name for name, present in llvm.get_host_cpu_features().items() if present and name in wanted)
 
 
 @cache
 def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one) and LLVM's name for its microarchitecture."""
-    import llvmlite.binding as llvm
-
-    name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), name)
-    return f"{name} ({llvm.get_host_cpu_name()})"
+    """The CPU's model name with its family and model numbers, which name the microarchitecture (from
+    /proc/cpuinfo), else the processor platform reports."""
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return f"{name} (family {family}, model {model})" if family and model else name
 
 
 def missing_features(isa: str) -> list[str]:

@@ -9,19 +9,23 @@ writes bicubic (left) beside the model (right) at the output size, to see what t
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from binsr.checkpoint import load_any
 from binsr.data import IMAGE_SUFFIXES, open_image, to_rgb8
-from binsr.distributed import resolve_device
+from binsr.engine import load
 from binsr.evaluate import upscale
 from binsr.folders import ensure_dir
+
+if TYPE_CHECKING:
+    from binsr.runtime import PackedModel
 
 COMPARE_GAP = 8  # white pixels between the two halves of a comparison
 
@@ -57,8 +61,9 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 
 def upscale_photo(
-    model: nn.Module, path: Path, out_dir: Path, compare: bool = False, tile: int | None = None, progress: bool = False
-) -> list[Path]:
+    model: nn.Module | PackedModel, path: Path, out_dir: Path, compare: bool = False, tile: int | None = None,
+    progress: bool = False,
+) -> list[Path]:  # fmt: skip
     """Write out_dir/<stem>-x<scale>.png (and -compare.png when `compare`); the paths written."""
     img = open_image(path)
     rgb, alpha = to_rgb8(img), _alpha(img)
@@ -82,9 +87,12 @@ def upscale_photos(
     compare: bool = False,
     tile: int | None = None,
     device: str = "auto",
+    engine: str = "auto",
+    kernel: str = "auto",
 ) -> list[Path]:
-    """Super-resolve every image `inputs` names with `model` (a shipped name or a checkpoint file) into
-    `out_dir`, with a progress bar over images and tiles; the paths written."""
+    """Super-resolve every image `inputs` names with `model` (a shipped name, a checkpoint or a .binsr file) into
+    `out_dir` on `engine` (`binsr.engine`, which says on stderr which engine runs), with a progress bar over
+    images and tiles; the paths written."""
     files = input_files(inputs)
     seen: dict[str, Path] = {}
     for path in files:
@@ -92,7 +100,8 @@ def upscale_photos(
             raise ValueError(f"inputs {seen[path.stem]} and {path} share the name {path.stem!r}; expected distinct "
                              "names, as outputs are named <name>-x<scale>.png")  # fmt: skip
         seen[path.stem] = path
-    net = load_any(model).to(resolve_device(device))
+    net, line = load(model, engine, device, kernel)
+    print(line, file=sys.stderr)
     out_dir = ensure_dir(out_dir)
     written = []
     for path in tqdm(files, desc="images", unit="image", disable=len(files) < 2):

@@ -1,4 +1,5 @@
-"""Run a `.binsr` file (see `binsr.export`) with the XNOR engine; needs numpy, numba and torch, no training code.
+"""Run a `.binsr` file (see `binsr.export`) with the XNOR engine; needs numpy and torch (numba for the portable
+kernel), no training code.
 
 A packed model is a program: a list of ops, the small frozen dataclasses below, each holding its arrays and run
 by its own `__call__(x, state)` on an NCHW tensor. `binsr.export` builds them from a model, `save_program` and
@@ -28,6 +29,7 @@ from torch import nn
 
 from binsr import xnor
 from binsr.attention import make_attention
+from binsr.tiling import context
 
 FORMAT = "binsr-packed-2"
 
@@ -43,8 +45,9 @@ def _to_nhwc(x: torch.Tensor) -> np.ndarray:
 
 def _to_nchw(x: np.ndarray) -> torch.Tensor:
     """An NCHW copy with the standard strides, which the float model's tensors have even for 1x1 maps (torch
-    may choose another conv algorithm, rounding differently, for other strides)."""
-    return torch.from_numpy(x).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
+    may choose another conv algorithm, rounding differently, for other strides). numpy's transposing copy takes
+    0.6x the time of torch's; `copy`, since a transposed 1x1 map counts as contiguous and would keep its strides."""
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy(order="C"))
 
 
 @dataclass
@@ -125,10 +128,21 @@ class LeakyReLU:
 
 @dataclass(frozen=True)
 class PixelShuffle:
+    """F.pixel_shuffle as factor^2 strided copies into an array from numpy: torch's own shuffle copies 2.5x slower
+    here, and torch's allocator has the kernel fault a large output in 4 KiB page by page, where numpy asks for
+    huge pages (EDSR's x2 upsampler output of a 296x296 tile: 45 MB, 33 ms of faults)."""
+
     factor: int
 
     def __call__(self, x: torch.Tensor, state: State) -> torch.Tensor:
-        return F.pixel_shuffle(x, self.factor)
+        n, channels, height, width = x.shape
+        r = self.factor
+        out = torch.from_numpy(np.empty((n, channels // (r * r), height * r, width * r), np.float32))
+        into, source = out.view(n, -1, height, r, width, r), x.reshape(n, -1, r, r, height, width)
+        for i in range(r):
+            for j in range(r):
+                into[:, :, :, i, :, j].copy_(source[:, :, i, j])
+        return out
 
 
 @dataclass(frozen=True)
@@ -265,11 +279,41 @@ TYPES = {cls.__name__: cls for cls in (*Op.__args__, Attention, BinaryConv)}
 # ---- the model and its file -----------------------------------------------------------------------------------
 
 
+def _radius(op: Op | Attention | BinaryConv) -> int | None:
+    """LR pixels of context `op` adds, counted as `binsr.tiling.context` counts the modules it came from (None:
+    unbounded), so that the packed model's tiles have the same seams as the float model's."""
+    match op:
+        case Conv():
+            return op.weight.shape[-1] // 2
+        case BinaryConv():
+            return op.shape[-1] // 2
+        case Attention():
+            return context(op.module)
+        case AddPoppedUpsampled():
+            return 1
+        case BBCUUnits():
+            parts = op.convs
+        case AttentiveUnit():
+            parts = (op.conv, op.att_bin, op.att_res)
+        case BinaryUpsampleUnit():
+            parts = (op.conv,)
+        case _:
+            return 0
+    radii = [_radius(part) for part in parts]
+    return None if None in radii else sum(radii)
+
+
 class PackedModel:
     """An exported model; `model(lr)` maps an (N, 3, h, w) float image in [0, 1] to its super-resolution."""
 
     def __init__(self, scale: int, config: dict | None, program: list[Op]):
         self.scale, self.config, self.program = scale, config, program
+
+    def context(self) -> int | None:
+        """LR pixels of context an output pixel can depend on, as `binsr.tiling.context` gives it for the float
+        model; None when unbounded (squeeze-and-excitation pools globally)."""
+        radii = [_radius(op) for op in self.program]
+        return None if None in radii else sum(radii)
 
     def __call__(self, lr: torch.Tensor, trace: list | None = None) -> torch.Tensor:
         """Super-resolve `lr`; with `trace`, append (BinaryConv, packed input) for every binary layer run."""

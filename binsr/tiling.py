@@ -20,6 +20,7 @@ then differs slightly from an untiled run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
@@ -27,14 +28,20 @@ from tqdm.auto import tqdm
 
 from binsr.binary import BinaryConv2d
 
+if TYPE_CHECKING:
+    from binsr.runtime import PackedModel
+
 TILE = 256  # LR tile side: ~0.4 GB peak for a 32x8 EDSR at x2, and no slower per pixel than larger tiles
 AUTO_ABOVE = 512 * 512  # LR pixels above which tiling is automatic: Set5 ... Urban100 at x2 run whole
 BICUBIC_CONTEXT = 3  # MATLAB bicubic (binsr.imresize) upsampling reads 2 LR pixels either side, +1 for rounding
 GLOBAL_PAD = 32  # overlap for a model without finite context
 
 
-def context(model: nn.Module) -> int | None:
-    """LR pixels of context any output pixel of `model` can depend on (an upper bound); None when unbounded."""
+def context(model: nn.Module | PackedModel) -> int | None:
+    """LR pixels of context any output pixel of `model` can depend on (an upper bound); None when unbounded. A
+    packed model (`binsr.runtime`) counts its ops as this counts the modules they came from."""
+    if not isinstance(model, nn.Module):
+        return model.context()
     radius = 0
     for module in model.modules():
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap
@@ -12,6 +13,9 @@ from torch import nn
 from binsr.evaluate import upscale
 from binsr.metrics import psnr_y, rgb_to_y
 from binsr.viz.common import MAX_FIGSIZE, QUANTIZED_CMAPS, model_color, model_family, new_figure, styled
+
+if TYPE_CHECKING:
+    from binsr.runtime import PackedModel
 
 
 @styled
@@ -53,11 +57,14 @@ def _frame(ax, label: str) -> None:
         spine.set_linewidth(3)
 
 
-def super_resolve(models: dict[str, nn.Module | None], lr: np.ndarray, scale: int) -> dict[str, np.ndarray]:
-    """{label: uint8 SR image} of each model (None: MATLAB bicubic), exactly as `binsr.evaluate` scores it."""
+def super_resolve(
+    models: dict[str, nn.Module | PackedModel | None], lr: np.ndarray, scale: int
+) -> dict[str, np.ndarray]:
+    """{label: uint8 SR image} of each model (None: MATLAB bicubic; a float model, or one that `binsr.engine`
+    prepared for the XNOR runtime), exactly as `binsr.evaluate` scores it."""
     out = {}
     for label, model in models.items():
-        if model is not None:
+        if isinstance(model, nn.Module):
             model.eval()
         out[label] = upscale(model, lr, scale)
     return out

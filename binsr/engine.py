@@ -1,0 +1,94 @@
+"""Which engine runs a model where users run one (`binsr upscale`, `binsr eval`, notebook 09): torch or XNOR.
+
+"torch" runs the model as it trains, every binary conv a float conv of ±1 values. "xnor" runs it through
+`binsr.runtime` on the XNOR kernels: a binary model is packed in memory (`binsr.export.pack_model`), a `.binsr`
+file is loaded as it is. Its outputs equal torch's bit for bit, tiles included (tests/test_engine.py), so "auto",
+the default, takes xnor for a binary model on the CPU wherever a native kernel (avx512, avx2) runs, and torch
+otherwise: for a full-precision model, on a GPU, for a model the export cannot represent, or where only the
+portable kernel would run. Both engines run on torch's threads (`torch.set_num_threads`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from binsr.runtime import PackedModel
+
+ENGINES: tuple[str, ...] = ("auto", "xnor", "torch")
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
+def _xnor_line() -> str:
+    from binsr import xnor
+
+    return f"engine: xnor, {_threads()} | {xnor.describe()}"
+
+
+def prepare(model: nn.Module, engine: str = "auto", kernel: str = "auto") -> tuple[nn.Module | PackedModel, str]:
+    """`model` ready to run on `engine`, and one line naming the engine that will run it: for xnor the XNOR
+    kernel, the CPU and its ISA (`binsr.xnor.describe`), for auto's torch the reason. `kernel` "auto" keeps the
+    process's XNOR kernel (`binsr.xnor.setup`), a name from `binsr.xnor.KERNELS` chooses it."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    device = next(model.parameters(), torch.empty(0)).device
+    if engine == "torch":
+        return model, f"engine: torch on {device}, {_threads()}"
+    from binsr import xnor
+    from binsr.binary import BinaryConv2d
+    from binsr.export import pack_model
+
+    if kernel != "auto":
+        xnor.setup(kernel)
+    name = model.config["name"] if hasattr(model, "config") else type(model).__name__
+    if engine == "xnor":
+        if device.type != "cpu":
+            raise ValueError(f"the xnor engine runs on the CPU; the model is on {device} (expected --device cpu)")
+        try:
+            return pack_model(model), _xnor_line()
+        except ValueError as error:
+            raise ValueError(f"the xnor engine cannot run {name}: {error}") from None
+    if device.type != "cpu":
+        why = f"the model is on {device}"
+    elif not any(isinstance(m, BinaryConv2d) for m in model.modules()):
+        why = f"{name} has no binary layers"
+    elif xnor.current_kernel() == "portable":
+        reasons = (f"{k}: {xnor.kernel_problem(k) or 'not chosen'}" for k in xnor.KERNELS[:-1])
+        why = f"only the portable XNOR kernel would run ({'; '.join(reasons)})"
+    else:
+        try:
+            return pack_model(model), _xnor_line()
+        except ValueError as error:
+            why = str(error)
+    return model, f"engine: torch on {device}, {_threads()} (auto: {why})"
+
+
+def load(
+    spec: str, engine: str = "auto", device: str = "auto", kernel: str = "auto", expect_scale: int | None = None
+) -> tuple[nn.Module | PackedModel, str]:
+    """The model `spec` names (a shipped model, a checkpoint .pt or a packed .binsr file) ready for `engine`, and
+    `prepare`'s line. A .binsr file has no float model for torch to run, so it runs on xnor under "auto" too."""
+    if Path(spec).suffix != ".binsr":
+        from binsr.checkpoint import load_any
+        from binsr.distributed import resolve_device
+
+        return prepare(load_any(spec, expect_scale=expect_scale).to(resolve_device(device)), engine, kernel)
+    if engine == "torch":
+        raise ValueError(f"{spec} is a packed model, which only the xnor engine runs; expected --engine xnor or auto")
+    from binsr import xnor
+    from binsr.runtime import load_packed
+
+    if kernel != "auto":
+        xnor.setup(kernel)
+    packed = load_packed(spec)
+    if expect_scale is not None and packed.scale != expect_scale:
+        raise ValueError(f"packed model {spec} is for scale x{packed.scale}; expected x{expect_scale}")
+    return packed, _xnor_line()
