@@ -166,10 +166,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> None:
     from binsr.checkpoint import ASSETS
-    from binsr.experiment import run_experiment, ship
+    from binsr.experiment import TEACHER, run_experiment, ship
     from binsr.report import format_markdown
 
-    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs)
+    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs,
+                          args.distill_weight, args.distill_features, args.teacher or TEACHER)  # fmt: skip
     print(format_markdown(rows))
     print(f"results: {Path(args.out) / 'results.md'}, results.json, results.png")
     if args.ship:
@@ -198,16 +199,21 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import time
 
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.train:
         from binsr.train_bench import format_train_speed, train_speed_rows
 
         print(format_train_speed(train_speed_rows(args.repeats)))
         return
+    if args.distill:
+        from binsr.train_bench import distill_overhead_rows, format_distill_overhead
+
+        print(format_distill_overhead(distill_overhead_rows(args.repeats, clock=clock)))
+        return
     from binsr import xnor
     from binsr.bench import THREAD_GOAL, format_bench, run_bench, thread_scaling
 
     print(xnor.setup(args.kernel))
-    clock = time.process_time if args.cpu_time else time.perf_counter
     print(format_bench(run_bench(threads=tuple(args.threads), repeats=args.repeats, clock=clock)))
     for n in (n for n in args.threads if n > 1):
         scaling = thread_scaling(n, repeats=args.repeats)
@@ -273,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
     p.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
+    p.add_argument("--distill-weight", type=float, default=None, metavar="W",
+                   help="also train BBCU, SE and pixel (x4: BBCU and the best kind) with the teacher, weight W")
+    p.add_argument("--distill-features", default=None, choices=["l1", "cosine"],
+                   help="the distilled runs learn the teacher's block outputs instead of its output (binsr.distill)")
+    p.add_argument("--teacher", default=None,
+                   help="teacher of the distilled runs, {scale} filled in (default: edsr-fp-x{scale}, the shipped FP)")
     p.set_defaults(func=cmd_experiment)
 
     p = commands.add_parser("export", help="write a bit-packed model (.binsr) that runs on the XNOR engine")
@@ -295,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or portable (default auto)")
     p.add_argument("--train", action="store_true",
                    help="training-step speed instead: eager vs torch.compile, FP vs binary (ratios)")
+    p.add_argument("--distill", action="store_true",
+                   help="training-step time with the shipped FP model as teacher over without (BBCU, SE; compiled)")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")
