@@ -182,10 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> None:
     from binsr.checkpoint import ASSETS
-    from binsr.experiment import run_experiment, ship
+    from binsr.experiment import TEACHER, run_experiment, ship
     from binsr.report import format_markdown
 
-    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs)
+    rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs,
+                          args.distill_weight, args.distill_features, args.teacher or TEACHER)  # fmt: skip
     print(format_markdown(rows))
     print(f"results: {Path(args.out) / 'results.md'}, results.json, results.png")
     if args.ship:
@@ -215,16 +216,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import time
 
     repeats = args.repeats or (3 if args.upscale else 7)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.train:
         from binsr.train_bench import format_train_speed, train_speed_rows
 
         print(format_train_speed(train_speed_rows(repeats)))
         return
+    if args.distill:
+        from binsr.train_bench import distill_overhead_rows, format_distill_overhead
+
+        print(format_distill_overhead(distill_overhead_rows(repeats, clock=clock)))
+        return
     from binsr import xnor
     from binsr.bench import THREAD_GOAL, format_bench, format_upscale, run_bench, thread_scaling, upscale_rows
 
     print(xnor.setup(args.kernel))
-    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.upscale:
         print(format_upscale(upscale_rows(args.upscale, args.model, tuple(args.threads), repeats, args.tile, clock)))
         if args.split:
@@ -326,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
     p.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
+    p.add_argument("--distill-weight", type=float, default=None, metavar="W",
+                   help="also train BBCU, SE and pixel (x4: BBCU and the best kind) with the teacher, weight W")
+    p.add_argument("--distill-features", default=None, choices=["l1", "cosine"],
+                   help="the distilled runs learn the teacher's block outputs instead of its output (binsr.distill)")
+    p.add_argument("--teacher", default=None,
+                   help="teacher of the distilled runs, {scale} filled in (default: edsr-fp-x{scale}, the shipped FP)")
     p.set_defaults(func=cmd_experiment)
 
     p = commands.add_parser("export", help="write a bit-packed model (.binsr) that runs on the XNOR engine")
@@ -354,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, help=f"with --upscale: {TILE_HELP}")
     p.add_argument("--split", action="store_true",
                    help="with --upscale: also where one tile's time goes, stage by stage, on each engine")
+    p.add_argument("--distill", action="store_true",
+                   help="training-step time with the shipped FP model as teacher over without (BBCU, SE; compiled)")
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")

@@ -35,7 +35,19 @@ class TrainConfig:
     init_from: str | None = _setting(
         None, "start from the weights of this checkpoint that fit by name and shape (e.g. an x2 model for x4)"
     )
+    teacher: str | None = _setting(
+        None, "also learn this frozen model's output on the same LR patch: a checkpoint or shipped model of the run's "
+        "scale, e.g. edsr-fp-x2 (binsr.distill)"
+    )
+    distill_weight: float = _setting(
+        1.0, "with --teacher: the loss is L1(SR, HR) + W * L1(SR, teacher's SR), or W times the feature distance"
+    )
+    distill_features: str | None = _setting(
+        None, "with --teacher: learn the teacher's body block outputs (each divided by k) instead of its output, by "
+        "their l1 or cosine distance; needs bodies of one shape (n_feats, n_blocks)"
+    )
 
 
 # The fields a resumed run must share with the checkpoint to take the same steps.
-TRAJECTORY_FIELDS = ("scale", "steps", "lr", "lr_patch", "batch_size", "betas", "scalar_lr", "train_set", "seed")
+TRAJECTORY_FIELDS = ("scale", "steps", "lr", "lr_patch", "batch_size", "betas", "scalar_lr", "train_set", "seed",
+                     "teacher", "distill_weight", "distill_features")

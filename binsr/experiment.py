@@ -9,6 +9,10 @@ is absent) and is validated once, after its last step, on Set5 and Set14 (photos
     x4: EDSR-FP, EDSR-BBCU and the attention kind (se, spatial or pixel, both branches) with the best mean
         x2 PSNR
 
+With a distillation weight W, EDSR-BBCU, SE and pixel attention (and at x4 BBCU and the best kind) are also
+trained with a teacher, by default the shipped full-precision model of their scale (`binsr.distill`), as
+"<label>-distilled"; these rows are never shipped by `ship` nor candidates for the best kind.
+
 The learning rate is given, or tuned once by short EDSR-BBCU runs scored on the first validation set: tuning
 on the baseline favours none of the proposed variants. At x4 a 48 px LR patch is a 192 px HR patch, so the
 T91 images smaller than that (51 of 91) sit out and x4 trains on the other 40.
@@ -32,12 +36,14 @@ import torch
 
 from binsr import checkpoint
 from binsr.data import dataset_names
+from binsr.distill import check_settings
 from binsr.evaluate import evaluate
 from binsr.report import write_results
 from binsr.summary import summary
 from binsr.train import TrainConfig, mean_psnr, train
 
 BACKBONE = {"n_feats": 32, "n_blocks": 8}
+TEACHER = "edsr-fp-x{scale}"  # the teacher of a distilled run, {scale} filled in: the shipped FP model of its scale
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class Variant:
     label: str
     model: str
     kwargs: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # TrainConfig fields of this variant; {scale} in a teacher filled in
 
 
 def _proposed(label: str, att_bin: str, att_res: str) -> Variant:
@@ -61,6 +68,13 @@ VARIANTS = (
     _proposed("proposed-pixel-res-only", "none", "pixel"),
 )
 TUNE_LRS = (5e-4, 1e-3, 2e-3)
+DISTILLED = ("EDSR-BBCU", "proposed-se", "proposed-pixel")  # trained with a teacher too when asked (issue 29)
+
+
+def distilled(variant: Variant, weight: float, features: str | None = None, teacher: str = TEACHER) -> Variant:
+    """`variant` trained with `teacher` as well, with distill_weight `weight` and `features` (binsr.distill)."""
+    settings = {"teacher": teacher, "distill_weight": weight, "distill_features": features}
+    return Variant(f"{variant.label}-distilled", variant.model, variant.kwargs, {**variant.settings, **settings})
 
 
 def default_sets(data_root: str | None = None) -> tuple[str, tuple[str, ...]]:
@@ -78,9 +92,12 @@ def _by_set(evaluation: list[dict]) -> dict:
 def run_variant(variant: Variant, scale: int, steps: int, lr: float, out_dir: Path, data_root: str | None) -> dict:
     """Train (or resume, or just read back) one run of the grid; one row of the results."""
     train_set, val_sets = default_sets(data_root)
+    settings = dict(variant.settings)
+    if settings.get("teacher") is not None:
+        settings["teacher"] = settings["teacher"].format(scale=scale)
     config = TrainConfig(
         scale=scale, steps=steps, lr=lr, train_set=train_set, val_sets=val_sets,
-        checkpoint_interval=max(1, steps // 4), data_root=data_root,
+        checkpoint_interval=max(1, steps // 4), data_root=data_root, **settings,
     )  # fmt: skip
     run_dir = out_dir / "runs" / f"{variant.label}-x{scale}"
     result = train(variant.model, {**BACKBONE, **variant.kwargs}, config, run_dir, resume=True)
@@ -99,9 +116,9 @@ def run_row(label: str, run_checkpoint: str | Path) -> dict:
     return {
         "label": label, "model": model.config["name"], "arguments": model.config["kwargs"],
         "scale": config["scale"], "steps": config["steps"], "lr": config["lr"], "seed": config["seed"],
-        "train_set": config["train_set"],
-        "init_from": config.get("init_from"), "train_seconds": metrics["train_seconds"], "params": stats.params,
-        "ops": stats.ops, "packed_bytes": stats.packed_bytes,
+        "train_set": config["train_set"], "init_from": config.get("init_from"), "distill": _distill(config),
+        "train_seconds": metrics["train_seconds"], "params": stats.params, "ops": stats.ops,
+        "packed_bytes": stats.packed_bytes,
         "val": _by_set(metrics["val"]),
         "checkpoint": str(run_checkpoint),
     }  # fmt: skip
@@ -115,13 +132,20 @@ def score_sets(row: dict, sets: list[str], data_root: str | None = None) -> dict
     return {**row, "val": {**row["val"], **_by_set(scored)}}
 
 
+def _distill(config: dict) -> dict | None:
+    """A run's teacher, weight and feature distance (binsr.distill), or None when it had no teacher."""
+    if config.get("teacher") is None:
+        return None
+    return {"teacher": config["teacher"], "weight": config["distill_weight"], "features": config["distill_features"]}
+
+
 def bicubic_row(scale: int, data_root: str | None) -> dict:
     """The reference row: MATLAB bicubic upsampling, no parameters, nothing trained."""
     val = evaluate(None, default_sets(data_root)[1], scale, data_root=data_root)
     return {
         "label": "Bicubic", "model": "bicubic", "arguments": {}, "scale": scale, "steps": 0, "lr": 0.0,
-        "train_set": None, "init_from": None, "train_seconds": 0.0, "params": 0.0, "ops": 0.0, "packed_bytes": 0,
-        "val": _by_set(val), "checkpoint": None,
+        "train_set": None, "init_from": None, "distill": None, "train_seconds": 0.0, "params": 0.0, "ops": 0.0,
+        "packed_bytes": 0, "val": _by_set(val), "checkpoint": None,
     }  # fmt: skip
 
 
@@ -164,7 +188,7 @@ def best_proposed(rows: list[dict]) -> str:
     PSNR; the single-branch ablations explain the pixel variant and are not candidates."""
     candidates = [
         row for row in rows
-        if row["model"] == "edsr-proposed" and row["scale"] == 2
+        if row["model"] == "edsr-proposed" and row["scale"] == 2 and not row.get("distill")
         and row["arguments"]["att_bin"] == row["arguments"]["att_res"]
     ]  # fmt: skip
     if not candidates:
@@ -179,20 +203,38 @@ def run_experiment(
     tune_steps: int = 30,
     data_root: str | None = None,
     jobs: int = 1,
+    distill_weight: float | None = None,
+    distill_features: str | None = None,
+    teacher: str = TEACHER,
 ) -> list[dict]:
     """Run the grid (tuning the learning rate first when `lr` is None), `jobs` runs at a time; the results
-    are rewritten after every run."""
+    are rewritten after every run. With a `distill_weight`, the DISTILLED variants (at x4: BBCU and the best
+    kind) run a second time with `teacher` (binsr.distill)."""
+    if distill_weight is not None:
+        check_settings(teacher, distill_weight, distill_features)  # now, not after the runs without a teacher
+    elif distill_features is not None:
+        raise ValueError(f"distill_features={distill_features!r} without a distill_weight; expected both")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if lr is None:
         scores = tune_learning_rate(TUNE_LRS, tune_steps, out_dir, data_root, jobs)
         lr = max(scores, key=scores.get)
         (out_dir / "tune.json").write_text(json.dumps({"steps": tune_steps, "psnr": scores, "chosen": lr}, indent=2))
+
+    def with_distilled(variants: list[Variant], labels: tuple[str, ...]) -> list[Variant]:
+        """`variants`, then, given a distillation weight, those named in `labels` again with the teacher."""
+        if distill_weight is None:
+            return variants
+        twins = [distilled(v, distill_weight, distill_features, teacher) for v in variants if v.label in labels]
+        return variants + twins
+
     rows = [bicubic_row(2, data_root)]
-    for row in _parallel(run_variant, [(v, 2, steps, lr, out_dir, data_root) for v in VARIANTS], jobs):
+    x2 = with_distilled(list(VARIANTS), DISTILLED)
+    for row in _parallel(run_variant, [(v, 2, steps, lr, out_dir, data_root) for v in x2], jobs):
         rows.append(row)
         write_results(rows, out_dir)
-    x4 = [v for v in VARIANTS if v.label in ("EDSR-FP", "EDSR-BBCU", best_proposed(rows))]
+    best = best_proposed(rows)
+    x4 = with_distilled([v for v in VARIANTS if v.label in ("EDSR-FP", "EDSR-BBCU", best)], ("EDSR-BBCU", best))
     rows.append(bicubic_row(4, data_root))
     for row in _parallel(run_variant, [(v, 4, steps, lr, out_dir, data_root) for v in x4], jobs):
         rows.append(row)
@@ -206,7 +248,9 @@ def run_experiment(
 def _shipped_name(row: dict, best: str) -> str | None:
     """The asset name of a run worth shipping, else None: FP, BBCU and the best proposed variant under the
     model's name; every other attention kind used on both branches with its kind added, so that notebook 06 can
-    show spatial and pixel maps from a clean clone."""
+    show spatial and pixel maps from a clean clone. A distilled run is shipped by hand, if it beats its twin."""
+    if row.get("distill"):
+        return None
     if row["label"] in ("EDSR-FP", "EDSR-BBCU", best):
         return f"{row['model']}-x{row['scale']}"
     args = row["arguments"]

@@ -36,31 +36,51 @@ def _units(block: nn.Module) -> list[nn.Module]:
     return [m for m in block.modules() if hasattr(m, "branches")]
 
 
+def body_blocks(model: nn.Module) -> list[nn.Module]:
+    """The blocks of an EDSR-style model's body (`model.body` = blocks + a final conv)."""
+    body = getattr(model, "body", None)
+    if not isinstance(body, nn.Sequential) or len(body) < 2:
+        raise ValueError(f"{type(model).__name__} has no EDSR body (nn.Sequential of blocks + conv)")
+    return list(body)[:-1]
+
+
+@contextmanager
+def block_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """A list that holds, while the with block lasts, the outputs of `body_blocks(model)` in `model`'s latest
+    forward pass, in order (a pass empties it as it enters the first block), read off the forward pass itself."""
+    blocks = body_blocks(model)
+    outputs: list[torch.Tensor] = []
+    hooks = [blocks[0].register_forward_pre_hook(lambda m, args: outputs.clear())]
+    hooks += [b.register_forward_hook(lambda m, args, out: outputs.append(out)) for b in blocks]
+    try:
+        yield outputs
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @torch.no_grad()
 def signal_propagation(model: nn.Module, lr: torch.Tensor) -> list[BlockSignal]:
     """(17) and (18) for every block of an EDSR-style model's body (`model.body` = blocks + a final conv),
     from one forward pass on `lr` ((N, 3, h, w) in [0, 1]); the model should be in eval mode."""
-    body = getattr(model, "body", None)
-    if not isinstance(body, nn.Sequential) or len(body) < 2:
-        raise ValueError(f"{type(model).__name__} has no EDSR body (nn.Sequential of blocks + conv)")
-    blocks = list(body)[:-1]
+    blocks = body_blocks(model)
     if not all(_units(b) for b in blocks):
         raise ValueError("every body block needs units with branches() (ResBlock, BBCUUnit, AttentiveBinaryUnit)")
     unit_inputs: dict[nn.Module, torch.Tensor] = {}
-    outputs: list[torch.Tensor] = []
-    hooks = [blocks[0].register_forward_pre_hook(lambda m, args: outputs.append(args[0]))]
-    hooks += [b.register_forward_hook(lambda m, args, out: outputs.append(out)) for b in blocks]
+    body_input: list[torch.Tensor] = []
+    hooks = [blocks[0].register_forward_pre_hook(lambda m, args: body_input.append(args[0]))]
     for block in blocks:
         for unit in _units(block):
             hooks.append(unit.register_forward_pre_hook(lambda m, args: unit_inputs.__setitem__(m, args[0])))
     try:
-        model(lr)
+        with block_outputs(model) as outputs:
+            model(lr)
     finally:
         for hook in hooks:
             hook.remove()
-    h0 = outputs[0].flatten()
+    h0 = body_input[0].flatten()
     rows = []
-    for i, (block, h) in enumerate(zip(blocks, outputs[1:], strict=True), start=1):
+    for i, (block, h) in enumerate(zip(blocks, outputs, strict=True), start=1):
         ratios = []
         for unit in _units(block):
             branch, skip = unit.branches(unit_inputs[unit])

@@ -1,5 +1,8 @@
 """Training loop: any registry model on any dataset, L1 loss, Adam, cosine schedule, resumable, DDP-aware.
 
+With a teacher (`TrainConfig.teacher`, e.g. the shipped full-precision model) the loss also pulls the student
+towards the teacher's output or block outputs (`binsr.distill`).
+
 Schedule: cosine annealing from `lr` to 0 over `steps`,
 
     lr(t) = lr * (1 + cos(pi * t / steps)) / 2,
@@ -37,6 +40,7 @@ from tqdm.auto import tqdm
 from binsr import checkpoint
 from binsr.config import TRAJECTORY_FIELDS, TrainConfig
 from binsr.data import PatchSampler, load_images
+from binsr.distill import Term, check_settings, distillation, load_teacher
 from binsr.distributed import any_rank, finish, init_distributed, mean_and_any, resolve_device
 from binsr.evaluate import evaluate
 from binsr.folders import claim_run
@@ -166,27 +170,49 @@ def _save(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config
     )  # fmt: skip
 
 
-class _Loss:
-    """The L1 training loss of `net`, torch.compile'd when asked; where compiling fails (at the first call,
-    before any state changed) it warns once and stays eager."""
+class _Compiled:
+    """`module` torch.compile'd when asked; where compiling fails (at the first call, before any state changed)
+    it warns once and stays eager."""
 
-    def __init__(self, net: nn.Module, compile: bool):
-        self.eager = net
+    def __init__(self, module: nn.Module, compile: bool):
+        self.eager = module
         # dynamic=False: a process that trains models on several patch sizes (the experiment grid, a notebook)
         # would otherwise get a shape-generic graph on the second size, which inductor 2.13 fails to build for
         # these nets ("cannot determine truth value of Relational"); one graph per size compiles and runs
-        self.net = torch.compile(net, dynamic=False) if compile else net  # state_dict keys stay the model's
+        self.module = torch.compile(module, dynamic=False) if compile else module  # state_dict keys stay the model's
 
-    def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         try:
-            return F.l1_loss(self.net(lr_batch), hr_batch)
+            # feature distillation reads block outputs through forward hooks; by default a graph compiled earlier in
+            # the process without them (or with them) would be reused without a look at the hooks
+            with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+                return self.module(x)
         except Exception as error:
-            if self.net is self.eager:
+            if self.module is self.eager:
                 raise
             message = f"torch.compile failed ({type(error).__name__}: {error}); training in eager mode"
-            warnings.warn(message, stacklevel=3)
-            self.net = self.eager
-            return F.l1_loss(self.net(lr_batch), hr_batch)
+            warnings.warn(message, stacklevel=4)  # at the line of train() that computes the loss
+            self.module = self.eager
+            return self.module(x)
+
+
+class _Loss:
+    """The training loss of `net`: L1 to the HR patch, plus the distillation term `distill` of
+    `binsr.distill.distillation` when a teacher is given; student and teacher each run compiled when asked."""
+
+    def __init__(self, net: nn.Module, compile: bool, teacher: nn.Module | None = None, distill: Term | None = None):
+        self.net = _Compiled(net, compile)
+        self.teacher = None if teacher is None else _Compiled(teacher, compile)
+        self.distill = distill
+
+    def __call__(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
+        sr = self.net(lr_batch)
+        loss = F.l1_loss(sr, hr_batch)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad():
+            target = self.teacher(lr_batch)
+        return loss + self.distill(sr, target)
 
 
 def train(
@@ -210,7 +236,9 @@ def train(
         raise ValueError(f"model_kwargs scale={model_kwargs['scale']} differs from config.scale={config.scale}")
     if config.steps < 1:
         raise ValueError(f"config.steps={config.steps}; expected a positive number of steps")
+    check_settings(config.teacher, config.distill_weight, config.distill_features)
     device = resolve_device(config.device)
+    teacher = None if config.teacher is None else load_teacher(config.teacher, config.scale, device)
     rank, world = init_distributed(device)
     with ExitStack() as hold:
         last = _claim_folder(hold, Path(out_dir), resume, overwrite, rank, world, device)
@@ -226,7 +254,10 @@ def train(
         net = model
         if world > 1:
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        loss_fn = _Loss(net, config.compile)
+        distill = None
+        if teacher is not None:
+            distill = hold.enter_context(distillation(model, teacher, config.distill_weight, config.distill_features))
+        loss_fn = _Loss(net, config.compile, teacher, distill)
         pairs = load_images(config.train_set, config.scale, data_root=config.data_root)
         sampler = PatchSampler(pairs, config.scale, config.lr_patch, config.batch_size, seed=config.seed + rank)
         signals = hold.enter_context(_signals_noted())

@@ -235,3 +235,48 @@ def test_a_run_row_records_its_seed_and_scores_more_sets_in_one_pass(tmp_path):
     expected = evaluate(checkpoint.load_model(path), [str(tmp_path / "Tiny")], 2, tile=0)[0]
     assert scored["val"] == {**row["val"], str(tmp_path / "Tiny"): {"psnr": expected["psnr"], "ssim": expected["ssim"]}}
     assert {k: v for k, v in scored.items() if k != "val"} == {k: v for k, v in row.items() if k != "val"}
+
+
+def test_a_distilled_variant_trains_with_its_teacher_and_is_neither_shipped_nor_a_best_candidate(
+    tmp_path, data_root, monkeypatch
+):
+    from binsr.models import create_model
+
+    monkeypatch.setattr(experiment, "BACKBONE", {"n_feats": 4, "n_blocks": 1})
+    teacher = checkpoint.save(tmp_path / "fp-x2.pt", create_model("edsr-fp", scale=2, n_feats=4, n_blocks=1))
+    variant = experiment.distilled(experiment.VARIANTS[1], 0.5, teacher=str(tmp_path / "fp-x{scale}.pt"))
+    row = experiment.run_variant(variant, 2, 1, 1e-3, tmp_path / "exp", data_root)
+    assert row["label"] == "EDSR-BBCU-distilled" and row["model"] == "edsr-bbcu"
+    assert row["distill"] == {"teacher": str(teacher), "weight": 0.5, "features": None}
+    assert checkpoint.load(row["checkpoint"])["config"]["teacher"] == str(teacher)
+    se = _row("proposed-se", 2, 30.0)
+    se_distilled = {**_row("proposed-se-distilled", 2, 31.0), "distill": row["distill"]}
+    assert experiment.best_proposed([se, se_distilled]) == "proposed-se"
+    assert experiment._shipped_name(se_distilled, "proposed-se") is None
+
+
+def test_the_grid_adds_distilled_twins_of_bbcu_se_and_pixel_and_at_x4_of_bbcu_and_the_best(
+    tmp_path, data_root, monkeypatch
+):
+    calls = []
+
+    def run_variant(variant, scale, steps, lr, out_dir, data_root):
+        calls.append((variant.label, scale, variant.settings))
+        att = variant.kwargs.get("att_bin", "se"), variant.kwargs.get("att_res", "se")
+        psnr = 30.0 + ("pixel" in variant.label) + 5 * ("distilled" in variant.label)  # a distilled SE run "wins"
+        return {**_row(variant.label, scale, psnr, model=variant.model, att=att), "distill": variant.settings or None}
+
+    monkeypatch.setattr(experiment, "run_variant", run_variant)
+    with pytest.raises(ValueError, match="distill_weight=-1.0; expected a finite weight >= 0"):
+        experiment.run_experiment(tmp_path / "bad", 1, 1e-3, data_root=data_root, distill_weight=-1.0)
+    with pytest.raises(ValueError, match="distill_features='l1' without a distill_weight; expected both"):
+        experiment.run_experiment(tmp_path / "bad", 1, 1e-3, data_root=data_root, distill_features="l1")
+    assert calls == [] and not (tmp_path / "bad").exists()
+    experiment.run_experiment(tmp_path / "exp", 1, 1e-3, data_root=data_root, distill_weight=2.0, distill_features="l1")
+    settings = {"teacher": "edsr-fp-x{scale}", "distill_weight": 2.0, "distill_features": "l1"}
+    twins = ("EDSR-BBCU", "proposed-se", "proposed-pixel")
+    assert calls == (
+        [(v.label, 2, {}) for v in experiment.VARIANTS] + [(f"{label}-distilled", 2, settings) for label in twins]
+        + [(label, 4, {}) for label in ("EDSR-FP", "EDSR-BBCU", "proposed-pixel")]
+        + [(f"{label}-distilled", 4, settings) for label in ("EDSR-BBCU", "proposed-pixel")]
+    )  # fmt: skip

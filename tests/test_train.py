@@ -12,6 +12,7 @@ from PIL import Image
 from binsr import checkpoint
 from binsr.cli import build_parser, main, train_config
 from binsr.data import PatchSampler
+from binsr.distill import distillation, load_teacher
 from binsr.distributed import resolve_device
 from binsr.folders import claim_run
 from binsr.models import create_model
@@ -308,5 +309,77 @@ def test_compiled_loss_stays_compiled_on_a_new_patch_size():
     for size in (12, 10, 9):
         lr, hr = torch.rand(2, 3, size, size), torch.rand(2, 3, 2 * size, 2 * size)
         compiled = loss(lr, hr)
-        assert loss.net is not loss.eager, f"fell back to eager at patch size {size}"
+        assert loss.net.module is not loss.net.eager, f"fell back to eager at patch size {size}"
         torch.testing.assert_close(compiled, torch.nn.functional.l1_loss(model(lr), hr), rtol=1e-5, atol=1e-6)
+
+
+# ---- distillation from a teacher (binsr.distill) ----------------------------------------------------------
+
+
+@pytest.fixture
+def teacher(tmp_path) -> str:
+    """A tiny full-precision x2 checkpoint with the students' body shape (4 channels x 1 block)."""
+    torch.manual_seed(1)
+    return str(checkpoint.save(tmp_path / "teacher.pt", create_model("edsr-fp", scale=2, **TINY)))
+
+
+def test_weight_0_trains_bit_for_bit_as_without_a_teacher_and_checkpoints_record_teacher_and_weight(
+    images, tmp_path, teacher
+):
+    plain_seen, zero_seen = [], []
+    plain = train("edsr-bbcu", TINY, _config(images, val_sets=()), tmp_path / "plain", callback=plain_seen.append)
+    zero_config = _config(images, val_sets=(), teacher=teacher, distill_weight=0.0)
+    zero = train("edsr-bbcu", TINY, zero_config, tmp_path / "zero", callback=zero_seen.append)
+    assert _same_tensors(plain.model.state_dict(), zero.model.state_dict()) and plain_seen == zero_seen
+    taught = train("edsr-bbcu", TINY, _config(images, val_sets=(), teacher=teacher, distill_weight=0.5),
+                   tmp_path / "taught")  # fmt: skip
+    assert not _same_tensors(plain.model.state_dict(), taught.model.state_dict())
+    config = checkpoint.load(taught.checkpoint)["config"]
+    assert (config["teacher"], config["distill_weight"], config["distill_features"]) == (teacher, 0.5, None)
+
+
+@pytest.mark.parametrize("features", [None, "cosine"])
+def test_a_run_with_a_teacher_resumes_bit_exactly_and_only_with_the_same_teacher(images, tmp_path, teacher, features):
+    config = _config(images, val_sets=(), teacher=teacher, distill_weight=0.5, distill_features=features)
+    whole = train("edsr-bbcu", TINY, config, tmp_path / "whole")
+    with pytest.raises(_Interrupt):
+        train("edsr-bbcu", TINY, config, tmp_path / "parts", callback=_stop_at(3))
+    resumed = train("edsr-bbcu", TINY, config, tmp_path / "parts", resume=True)
+    assert resumed.step == 6 and _same_tensors(resumed.model.state_dict(), whole.model.state_dict())
+    changed = "distill_weight" if features is None else "distill_weight, distill_features"
+    with pytest.raises(ValueError, match=f"trained with different teacher, {changed}; expected the same to resume"):
+        train("edsr-bbcu", TINY, _config(images, val_sets=()), tmp_path / "parts", resume=True)
+
+
+def test_a_teacher_of_another_scale_or_body_is_refused_with_one_line(images, tmp_path, capsys):
+    args = ["train", "--model", "edsr-bbcu", "--n-feats", "4", "--n-blocks", "1", "--steps", "2", "--lr-patch", "8",
+            "--batch-size", "2", "--train", images, "--val-sets", "--no-compile"]  # fmt: skip
+    assert main([*args, "--teacher", "edsr-fp-x4", "--out", str(tmp_path / "x4")]) == 2
+    err = "binsr train: error: teacher edsr-fp-x4 is an x4 model; expected x2, the scale of the run\n"
+    assert capsys.readouterr().err == err
+    assert not (tmp_path / "x4").exists()  # refused before anything was written
+    assert main([*args, "--teacher", "edsr-fp-x2", "--distill-features", "l1", "--out", str(tmp_path / "f")]) == 2
+    assert capsys.readouterr().err == (
+        "binsr train: error: feature distillation needs two EDSR bodies of one shape; the student's is 4 channels x "
+        "1 blocks, the teacher's 32 channels x 8 blocks; expected the same (or output distillation)\n"
+    )
+
+
+def test_distillation_options_reach_the_config():
+    args = ["train", "--model", "edsr-bbcu", "--teacher", "edsr-fp-x2", "--distill-weight", "0.5",
+            "--distill-features", "cosine"]  # fmt: skip
+    config = train_config(build_parser().parse_args(args))
+    assert config == TrainConfig(teacher="edsr-fp-x2", distill_weight=0.5, distill_features="cosine")
+
+
+def test_compiled_feature_distillation_sees_its_hooks_after_a_compiled_run_without_them(teacher):
+    # torch.compile reuses a graph without looking at forward hooks unless told to: a feature-distilled run after
+    # a plain one of the same architecture (the experiment grid, a notebook) would read no block outputs
+    torch.manual_seed(0)
+    student = create_model("edsr-bbcu", scale=2, **TINY)
+    fp = load_teacher(teacher, 2, torch.device("cpu"))
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    _Loss(student, compile=True)(lr, hr)
+    with distillation(student, fp, 1.0, "l1") as term:
+        compiled, eager = (_Loss(student, c, fp, term)(lr, hr) for c in (True, False))
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 import binsr
-from binsr import viz
+from binsr import checkpoint, viz
 from binsr.imresize import imresize
 from binsr.train import Progress
 
@@ -277,6 +277,17 @@ def test_train_small_reports_every_step_and_shows_no_progress_bar(tmp_path, caps
     assert log.lr[0] == pytest.approx(2e-3)  # the cosine schedule starts at lr
     assert result.model.config["name"] == "edsr-bbcu" and (tmp_path / "last.pt").is_file()
     assert capsys.readouterr().err == ""  # no tqdm bar: a notebook would save it at 0 %
+
+
+def test_train_small_learns_from_the_shipped_fp_model_of_its_scale(tmp_path):
+    manifest = checkpoint.read_manifest(checkpoint.ASSETS)
+    assert viz.fp_teacher(2, manifest) == "edsr-fp-x2" and viz.fp_teacher(3, manifest) is None
+    result = viz.train_small(
+        "BBCU", scale=2, steps=1, batch_size=2, n_feats=8, n_blocks=1, val_sets=(), train_set="photos-test",
+        out_dir=tmp_path, teacher=viz.fp_teacher(2, manifest), distill_weight=0.5,
+    )  # fmt: skip
+    config = checkpoint.load(result.checkpoint)["config"]
+    assert (config["teacher"], config["distill_weight"]) == ("edsr-fp-x2", 0.5)
 
 
 def test_shipped_match():

@@ -264,8 +264,8 @@ def test_every_control_of_every_notebook_widget_redraws_its_figure(notebook):
 def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again(monkeypatch):
     calls = []
 
-    def train_small(block, att_bin, att_res, scale, steps, lr, batch_size, val_interval, callback, gate_input):
-        calls.append((block, scale, steps, batch_size, gate_input))
+    def train_small(block, att_bin, att_res, scale, steps, lr, batch_size, val_interval, callback, gate_input, teacher):
+        calls.append((block, scale, steps, batch_size, gate_input, teacher))
         val_interval = val_interval or steps  # 0: validate after the last step only
         assert button.disabled  # no second run while one trains
         for step in range(1, steps + 1):
@@ -290,8 +290,12 @@ def test_the_train_widget_of_notebook_08_draws_live_and_enables_its_button_again
     assert _png(out) is None  # nothing to show before the first run
     steps.value = steps.min
     button.click()
-    assert calls == [("proposed", 2, 10, 2, manifest["models"]["edsr-proposed-x2"]["arguments"]["gate_input"])]
+    gate_input = manifest["models"]["edsr-proposed-x2"]["arguments"]["gate_input"]
+    assert calls == [("proposed", 2, 10, 2, gate_input, None)]
     assert _png(out) is not None and not button.disabled
+    next(c for c in controls if c.description == "learn from the FP model").value = True
+    button.click()  # the shipped FP model of the scale teaches
+    assert calls[-1] == ("proposed", 2, 10, 2, gate_input, "edsr-fp-x2")
 
 
 def test_the_train_widget_of_notebook_08_greys_out_attention_unless_the_block_is_proposed():
@@ -305,6 +309,12 @@ def test_the_train_widget_of_notebook_08_greys_out_attention_unless_the_block_is
     for block, disabled in (("FP", True), ("BBCU", True), ("proposed", False)):
         controls["block"].value = block
         assert [a.disabled for a in attention] == [disabled] * 3, block
+    # learning from the FP model: for the binary blocks, at the scales an FP model is shipped for (not x3)
+    distill = controls["learn from the FP model"]
+    for block, scale, disabled in (("FP", 2, True), ("BBCU", 2, False), ("BBCU", 3, True), ("proposed", 4, False)):
+        controls["block"].value, controls["scale"].value = block, scale
+        assert distill.disabled == disabled, (block, scale)
+    controls["scale"].value = 2
     # the default run: about a minute at the shipped run's measured seconds per step
     step_seconds = entry["train_seconds"] / entry["steps"]
     assert 45 <= controls["steps"].value * step_seconds <= 75

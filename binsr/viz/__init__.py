@@ -110,7 +110,15 @@ from binsr.viz.sign import (
     threshold_surrogate_gradient,
     threshold_true_gradient,
 )
-from binsr.viz.training import BLOCK_CHOICES, TrainingLog, model_choice, shipped_match, train_small, training_figure
+from binsr.viz.training import (
+    BLOCK_CHOICES,
+    TrainingLog,
+    fp_teacher,
+    model_choice,
+    shipped_match,
+    train_small,
+    training_figure,
+)
 from binsr.viz.weights import (
     alpha_comparison_figure,
     alpha_error_curve,

@@ -1,4 +1,4 @@
-"""Notebook 08, train a small model yourself: model choice, a live loss / PSNR log."""
+"""Notebook 08, train a small model yourself: model choice, a live loss / PSNR log, learning from the FP model."""
 
 from __future__ import annotations
 
@@ -113,19 +113,31 @@ def train_small(
     out_dir: str | Path | None = None,
     seed: int = 0,
     gate_input: str | None = None,
+    teacher: str | None = None,
+    distill_weight: float = 1.0,
 ):
     """`binsr.train` of `model_choice(block, ...)` on the embedded photos (by default), in a temporary folder
-    unless `out_dir` is given; returns the TrainResult. Everything else is TrainConfig's defaults. No tqdm bar:
-    its widget would be saved in the notebook at 0 %; `callback` (a `TrainingLog`) shows the progress instead."""
+    unless `out_dir` is given; returns the TrainResult. `teacher` (e.g. `fp_teacher(scale, manifest)`) adds
+    distill_weight x the L1 distance to its output to the loss (binsr.distill). Everything else is TrainConfig's
+    defaults. No tqdm bar: its widget would be saved in the notebook at 0 %; `callback` (a `TrainingLog`) shows
+    the progress instead."""
     name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks, gate_input)
     config = TrainConfig(
         scale=scale, steps=steps, lr=lr, batch_size=batch_size, train_set=train_set, val_sets=tuple(val_sets),
         val_interval=val_interval, checkpoint_interval=steps, seed=seed, device="cpu", compile=False,
+        teacher=teacher, distill_weight=distill_weight,
     )  # fmt: skip
     if out_dir is not None:
         return train(name, kwargs, config, out_dir, callback=callback, progress=False)
     with tempfile.TemporaryDirectory(prefix="binsr-train-") as tmp:
         return train(name, kwargs, config, tmp, callback=callback, progress=False)
+
+
+def fp_teacher(scale: int, manifest: dict) -> str | None:
+    """The shipped full-precision model of `scale` (a `read_manifest` key, e.g. "edsr-fp-x2"): the teacher of
+    "learn from the FP model"; None where none is shipped."""
+    name = f"edsr-fp-x{scale}"
+    return name if name in manifest["models"] else None
 
 
 def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> str | None:
