@@ -30,6 +30,16 @@ def format_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_benchmarks(rows: list[dict], sets: tuple[str, ...] = ("Set5", "Set14", "B100", "Urban100")) -> str:
+    """The table SR papers print: one row per model and scale, PSNR / SSIM on each standard set ("-" where a row
+    was not scored on it)."""
+    lines = ["| model | scale | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " |", "|" + "---|" * (2 + len(sets))]
+    for row in rows:
+        cells = [f"{row['val'][s]['psnr']:.2f} / {row['val'][s]['ssim']:.4f}" if s in row["val"] else "-" for s in sets]
+        lines.append(f"| {row['label']} | x{row['scale']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_results(rows: list[dict], path: str | Path) -> None:
     """Bar chart of validation PSNR, one panel per scale, one bar per (variant, validation set)."""
     scales = sorted({row["scale"] for row in rows})

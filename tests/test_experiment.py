@@ -280,3 +280,13 @@ def test_the_grid_adds_distilled_twins_of_bbcu_se_and_pixel_and_at_x4_of_bbcu_an
         + [(label, 4, {}) for label in ("EDSR-FP", "EDSR-BBCU", "proposed-pixel")]
         + [(f"{label}-distilled", 4, settings) for label in ("EDSR-BBCU", "proposed-pixel")]
     )  # fmt: skip
+
+
+def test_benchmark_table_has_a_psnr_ssim_column_per_standard_set():
+    rows = [_row("EDSR-FP", 2, 37.026, 32.7, model="edsr-fp")]
+    rows[0]["val"]["Urban100"] = {"psnr": 29.8434, "ssim": 0.90214}
+    assert report.format_benchmarks(rows).splitlines() == [
+        "| model | scale | Set5 PSNR / SSIM | Set14 PSNR / SSIM | B100 PSNR / SSIM | Urban100 PSNR / SSIM |",
+        "|---|---|---|---|---|---|",
+        "| EDSR-FP | x2 | 37.03 / 0.9000 | 32.70 / 0.8000 | - | 29.84 / 0.9021 |",
+    ]

@@ -116,8 +116,16 @@ def test_the_headline_table_is_results_json():
         assert key in printed, f"results.json's {r['label']} x{r['scale']} is not in docs/results.md: {key}"
 
 
+def test_the_standard_benchmark_table_is_results_json():
+    """docs/results.md's four-set table is `report.format_benchmarks` of results.json, to the letter."""
+    from binsr.report import format_benchmarks
+
+    assert format_benchmarks(RESULTS) in RESULTS_PAGE
+    assert all(set(r["val"]) >= {"Set5", "Set14", "B100", "Urban100"} for r in RESULTS)
+
+
 def test_the_readme_headline_table_is_results_json():
-    rows = _table(README, "| model | OPs (G) | Set5 PSNR | Set14 PSNR |")
+    rows = _table(README, "| model | OPs (G) | Set5 PSNR | Set14 PSNR | B100 PSNR | Urban100 PSNR |")
     strings = _results_strings()
     assert len(rows) == 5
     for row in rows:
