@@ -13,8 +13,8 @@ A checkpoint is a dict of tensors and plain Python values only, so it loads with
     metrics     free-form results, e.g. validation PSNR
 
 The learning-rate schedule is a pure function of the step, so the step is the whole scheduler state.
-Files are written to a temporary file in the target directory and renamed over the target, so a crash
-mid-write never leaves a truncated checkpoint behind.
+Files are written to a temporary file in the target directory and renamed over the target (`atomic_write`), so
+a crash mid-write never leaves a truncated checkpoint behind.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from binsr.folders import atomic_write
 from binsr.models import complete_config, create_model
 
 FORMAT = "binsr-checkpoint-1"
@@ -48,15 +47,8 @@ def save(path: str | Path, model: nn.Module, step: int = 0, **fields) -> Path:
         "step": int(step),
         **fields,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 
@@ -72,9 +64,11 @@ def load(path: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a {FORMAT} file")
     model, weights = state.get("model"), state.get("state_dict")
-    if not (isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("kwargs"), dict)):
+    kwargs = model.get("kwargs") if isinstance(model, dict) else None
+    named = isinstance(kwargs, dict) and isinstance(model.get("name"), str)
+    if not (named and all(isinstance(key, str) for key in kwargs)):
         raise ValueError(f"checkpoint {path} has no model {{name, kwargs}}; expected one to rebuild the model from")
-    if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+    if not (isinstance(weights, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items())):
         raise ValueError(f"checkpoint {path} has no state_dict of tensors; expected the model's weights")
     return state
 
@@ -106,15 +100,18 @@ def load_model(path: str | Path, expect_name: str | None = None, expect_scale: i
     """Rebuild the model stored at `path` (in eval mode); fail if it is not `expect_name` / `expect_scale`, if
     its weights do not fit its architecture, or if any weight is NaN or infinite."""
     state = load(path)
-    stored = complete_config(state["model"])  # a model stored before an argument existed is rebuilt as it was
+    try:  # create_model checks every argument's type and range before it builds anything
+        stored = complete_config(state["model"])  # a model stored before an argument existed is rebuilt as it was
+        with torch.device("meta"):  # shapes only: a checkpoint asking for a large model allocates nothing here
+            skeleton = create_model(stored["name"], **stored["kwargs"])
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path} asks for a model binsr does not build: {error}") from None
     name, kwargs = stored["name"], stored["kwargs"]
     if expect_name is not None and name != expect_name:
         raise ValueError(f"checkpoint {path} holds a {name!r} model; expected {expect_name!r}")
     if expect_scale is not None and kwargs.get("scale") != expect_scale:
         raise ValueError(f"checkpoint {path} is for scale x{kwargs.get('scale')}; expected x{expect_scale}")
     weights = state["state_dict"]
-    with torch.device("meta"):  # shapes only: a checkpoint asking for a huge model allocates nothing here
-        skeleton = create_model(name, **kwargs)
     _check_fit(Path(path), skeleton, weights)
     bad = [key for key, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:

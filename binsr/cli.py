@@ -2,35 +2,86 @@
 `python -m binsr ...`).
 
 All argument wiring lives here, so the library never depends on the command line; each command imports its
-modules only when it runs, so `binsr summary` does not load matplotlib or the training code.
-Errors print one line and exit with status 2; an interrupted `binsr train` exits with 130.
+modules only when it runs, so `binsr summary` does not load matplotlib or the training code. Nothing heavy is
+imported before `main` starts (not even torch, which takes seconds), so that a Ctrl-C at any time is one line.
+Numbers are checked where they are parsed. Every error prints one line and exits with status 2; an interrupt
+exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from binsr.config import TrainConfig
-from binsr.models import MODELS
+from binsr.config import COUNT, FINITE, LEARNING_RATE, POSITIVE_COUNT, Interval, TrainConfig
+
+# ---- parsing -------------------------------------------------------------------------------------------
+
+
+class UsageError(ValueError):
+    """An option argparse refused; `prog` is the command that refused it, e.g. "binsr train"."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors one line like every other error (not the usage: `binsr COMMAND --help` has it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(self.prog, message)
+
+
+def _number(kind: type, valid: Interval) -> Callable[[str], int | float]:
+    """An argparse type: the `kind` (int or float) that `text` spells, when it lies in `valid`."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value not in valid:
+            raise argparse.ArgumentTypeError(f"{text} is not valid; expected {valid}")
+        return value
+
+    return parse
+
+
+def _tile(text: str) -> int:
+    """--tile: 0, or a side of at least binsr.tiling.MIN_TILE pixels."""
+    from binsr.tiling import MIN_TILE
+
+    side = _number(int, COUNT)(text)
+    if 0 < side < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"{text} is too small (the tiles' overlap would cost more than the tiles); "
+                                         f"expected 0 for one pass or at least {MIN_TILE} pixels")  # fmt: skip
+    return side
+
 
 # ---- model and training options ------------------------------------------------------------------------
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose a registry model's architecture (only those given are passed on)."""
-    parser.add_argument("--scale", type=int, default=2, help="upscaling factor: 2, 3 or 4 (default 2)")
-    parser.add_argument("--n-feats", type=int, help="channels (width)")
-    parser.add_argument("--n-blocks", type=int, help="residual blocks (depth)")
+    from binsr.models import LIMITS, SCALES
+
+    parser.add_argument("--scale", type=int, choices=SCALES, default=2, help="upscaling factor: 2, 3 or 4 (default 2)")
+    parser.add_argument("--n-feats", type=_number(int, LIMITS["n_feats"]), help="channels (width)")
+    parser.add_argument("--n-blocks", type=_number(int, LIMITS["n_blocks"]), help="residual blocks (depth)")
     parser.add_argument("--att-bin", help="attention on the binary branch: none, se, spatial, pixel (edsr-proposed)")
     parser.add_argument("--att-res", help="attention on the residual branch: none, se, spatial, pixel (edsr-proposed)")
-    parser.add_argument("--k", type=float, help="amplification factor k (BBCU default 130*n_feats/64)")
+    parser.add_argument("--k", type=_number(float, LIMITS["k"]),
+                        help="amplification factor k (BBCU default 130*n_feats/64)")
     parser.add_argument("--alpha-mode", choices=["mean", "learnable"], help="weight scale alpha: mean|W| or learned")
     parser.add_argument("--weight-grad", choices=["bbcu", "scaled"], help="latent-weight gradient form (6a)")
-    parser.add_argument("--a1-init", type=float, help="initial a1, binary branch scale (edsr-proposed)")
-    parser.add_argument("--a2-init", type=float, help="initial a2, residual scale (edsr-proposed)")
+    parser.add_argument("--a1-init", type=_number(float, FINITE),
+                        help="initial a1, binary branch scale (edsr-proposed)")
+    parser.add_argument("--a2-init", type=_number(float, FINITE), help="initial a2, residual scale (edsr-proposed)")
     parser.add_argument("--gate", choices=["sigmoid", "2sigmoid"], help="attention gate form (edsr-proposed)")
     parser.add_argument("--gate-init", type=_float_or_none, help="initial gate value, or 'none' for the default init")
     parser.add_argument("--gate-input", choices=["amplified", "unit"],
@@ -41,7 +92,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _float_or_none(text: str) -> float | str:
-    return "none" if text.lower() == "none" else float(text)
+    return "none" if text.lower() == "none" else _number(float, FINITE)(text)
 
 
 MODEL_OPTIONS = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k", "alpha_mode", "weight_grad",
@@ -60,27 +111,33 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `binsr train`: the model (as for `binsr summary`), then one per TrainConfig field."""
+    """The options of `binsr train`: the model (as for `binsr summary`), then one per TrainConfig field, which
+    accepts the numbers the field does."""
+    from binsr.models import MODELS
+
     parser.add_argument("--model", required=True, choices=list(MODELS), help="registry name")
     add_model_arguments(parser)
     parser.add_argument("--out", default=None, help="output directory (default runs/train/<model>-x<scale>)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
     start.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
+    types = typing.get_type_hints(TrainConfig)
     for setting in fields(TrainConfig):
         if setting.name == "scale":  # --scale is a model option
             continue
         flags = ["--" + setting.name.replace("_", "-"), *setting.metadata["aliases"]]
-        value, text = setting.default, setting.metadata["help"]
+        value, text, valid = setting.default, setting.metadata["help"], setting.metadata["valid"]
+        kind = str if value is None else type(value[0] if isinstance(value, tuple) else value)
+        parse = kind if valid is None else _number(kind, valid)
         if isinstance(value, bool):
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=value,
                                 help=f"{text} (default: {value})")
         elif isinstance(value, tuple):
-            parser.add_argument(*flags, type=type(value[0]), nargs="*", default=list(value),
+            count = "*" if ... in typing.get_args(types[setting.name]) else len(value)  # tuple[str, ...] or fixed
+            parser.add_argument(*flags, type=parse, nargs=count, default=list(value),
                                 help=f"{text} (default: {' '.join(map(str, value))})")
         else:
-            parser.add_argument(*flags, type=str if value is None else type(value), default=value,
-                                help=f"{text} (default: {value})")
+            parser.add_argument(*flags, type=parse, default=value, help=f"{text} (default: {value})")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -154,7 +211,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
 
     _set_threads(args)
     written = upscale_photos(args.inputs, args.model, args.out, args.compare, args.tile, args.device, args.engine,
-                             args.kernel)  # fmt: skip
+                             args.kernel, overwrite=args.overwrite)  # fmt: skip
     for path in written:
         print(path)
 
@@ -282,7 +339,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The `binsr` parser (it imports torch, for the registry's names and limits)."""
+    from binsr.models import MODELS
+
+    parser = _Parser(
         prog="binsr",
         description="Binary neural networks for image super-resolution: models, training, evaluation, XNOR engine.",
     )
@@ -291,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("summary", help="per-layer params, FLOPs, BOPs and OPs of a model (BBCU's convention)")
     p.add_argument("model", help=f"registry name ({', '.join(MODELS)}) or a checkpoint .pt")
     add_model_arguments(p)
-    p.add_argument("--lr-size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"),
+    p.add_argument("--lr-size", type=_number(int, POSITIVE_COUNT), nargs=2, default=[180, 320], metavar=("H", "W"),
                    help="LR input size (default 180 320, as in BBCU's Table 1)")
     p.set_defaults(func=cmd_summary)
 
@@ -300,10 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'bicubic', shipped models (edsr-bbcu-x2, ...), checkpoints, .binsr files (default: bicubic)")
     p.add_argument("--data", nargs="+", default=["Set5", "Set14"], metavar="SET",
                    help="dataset names (Set5, Set14, B100, Urban100, Manga109, T91, photos-test, ...) or folders")
-    p.add_argument("--scale", type=int, default=2, help="upscaling factor (default 2)")
+    p.add_argument("--scale", type=_number(int, Interval(2, integer=True)), default=2,
+                   help="upscaling factor (default 2)")
     p.add_argument("--data-root", help="folder holding the benchmark sets (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--self-ensemble", action="store_true", help="average the x8 flips and rotations")
-    p.add_argument("--tile", type=int, default=None, help=TILE_HELP)
+    p.add_argument("--tile", type=_tile, default=None, help=TILE_HELP)
     add_engine_arguments(p)
     p.add_argument("--csv", help="write per-image results to this CSV file")
     p.add_argument("--json", help="write the results to this JSON file")
@@ -315,9 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a shipped model (edsr-bbcu-x2, edsr-fp-x4, ...), a checkpoint .pt or a packed .binsr")
     p.add_argument("-o", "--out", required=True, help="output folder: <name>-x<scale>.png for each input")
     p.add_argument("--compare", action="store_true", help="also write <name>-x<scale>-compare.png: bicubic | model")
-    p.add_argument("--tile", type=int, default=None, help=TILE_HELP)
+    p.add_argument("--tile", type=_tile, default=None, help=TILE_HELP)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, ...")
     add_engine_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input)")
     p.set_defaults(func=cmd_upscale)
 
     p = commands.add_parser("train", help="train a registry model (DDP under torchrun)")
@@ -325,12 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("experiment", help="the headline grid: FP vs BBCU vs attentive blocks at one budget")
-    p.add_argument("--steps", type=int, required=True, help="training steps of every run")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of every run (default: tune it)")
-    p.add_argument("--tune-steps", type=int, default=30, help="steps of each tuning run (default 30)")
+    p.add_argument("--steps", type=_number(int, POSITIVE_COUNT), required=True, help="training steps of every run")
+    p.add_argument("--lr", type=_number(float, LEARNING_RATE), default=None,
+                   help="learning rate of every run (default: tune it)")
+    p.add_argument("--tune-steps", type=_number(int, POSITIVE_COUNT), default=30,
+                   help="steps of each tuning run (default 30)")
     p.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
     p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained side by side, one thread each (default 1)")
+    p.add_argument("--jobs", type=_number(int, POSITIVE_COUNT), default=1,
+                   help="runs trained side by side, one thread each (default 1)")
     p.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
     p.add_argument("--distill-weight", type=float, default=None, metavar="W",
                    help="also train BBCU, SE and pixel (x4: BBCU and the best kind) with the teacher, weight W")
@@ -352,8 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     p = commands.add_parser("bench", help="XNOR-popcount vs torch fp32 speed ratios (median of several runs)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to measure (default 1 2)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--threads", type=_number(int, POSITIVE_COUNT), nargs="+", default=[1, 2],
+                   help="thread counts to measure (default 1 2)")
+    p.add_argument("--repeats", type=_number(int, POSITIVE_COUNT), default=None,
                    help="runs per case; the median is reported (default 7, with --upscale 3)")
     p.add_argument("--cpu-time", action="store_true",
                    help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
@@ -378,9 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `binsr` command: its exit status (0, 2 after a one-line error, 130 when interrupted)."""
-    args = build_parser().parse_args(argv)
+    command = "binsr"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"binsr {args.command}"
         return args.func(args) or 0
-    except (ValueError, OSError, FloatingPointError) as error:
-        print(f"binsr {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:  # `binsr train` saves its step and says so itself (TrainingInterrupted)
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError, MemoryError) as error:
+        print(f"{getattr(error, 'prog', command)}: error: {error or type(error).__name__}", file=sys.stderr)
         return 2

@@ -1,16 +1,60 @@
-"""TrainConfig: every setting of a training run but the model, each with the help its `binsr train` option shows.
+"""TrainConfig: every setting of a training run but the model, each with the help its `binsr train` option shows
+and the numbers it accepts (an `Interval`, checked when a TrainConfig is made and when the option is parsed).
 
 Kept apart from the training loop so that the command line can describe `binsr train` without importing it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import sys
+from dataclasses import dataclass, field, fields
 
 
-def _setting(default, help: str, *aliases: str):
-    """A TrainConfig field with the help text (and any extra spellings) of its command-line option."""
-    return field(default=default, metadata={"help": help, "aliases": aliases})
+@dataclass(frozen=True)
+class Interval:
+    """The finite numbers from `low` to `high` (integers only when `integer`); an open end excludes its bound. Only
+    Python's int and float belong, not bool or numpy's scalars (which a weights-only checkpoint cannot hold)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if type(value) not in ((int,) if self.integer else (int, float)):
+            return False
+        if not self.integer and not abs(value) <= sys.float_info.max:  # NaN, inf, or an int no float can hold
+            return False
+        above = self.low < value if self.low_open else self.low <= value
+        return above and (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        if self.low == -math.inf and self.high == math.inf:
+            return kind
+        left, right = "(" if self.low_open else "[", ")" if self.high_open or self.high == math.inf else "]"
+        return f"{kind} in {left}{_text(self.low)}, {_text(self.high)}{right}"
+
+
+def _text(bound: float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+FINITE = Interval(-math.inf, math.inf)
+POSITIVE = Interval(0, low_open=True)
+COUNT = Interval(0, integer=True)
+POSITIVE_COUNT = Interval(1, integer=True)
+# Adam moves a weight by about the learning rate each step: above 1 a run only diverges (inf: NaN at step 2); 0
+# keeps the weights where they start
+LEARNING_RATE = Interval(0, 1)
+
+
+def _setting(default, help: str, *aliases: str, valid: Interval | None = None):
+    """A TrainConfig field with the help text (and any extra spellings) of its command-line option, and the
+    numbers it accepts (each of them, for a tuple)."""
+    return field(default=default, metadata={"help": help, "aliases": aliases, "valid": valid})
 
 
 @dataclass
@@ -18,17 +62,18 @@ class TrainConfig:
     """Every setting of a training run but the model; `binsr train` has one option per field."""
 
     scale: int = _setting(2, "upscaling factor: 2, 3 or 4")
-    steps: int = _setting(1000, "optimizer steps")
-    lr: float = _setting(5e-4, "peak learning rate (cosine decay to 0)")
-    lr_patch: int = _setting(48, "LR patch side")
-    batch_size: int = _setting(16, "patches per step")
-    betas: tuple[float, float] = _setting((0.9, 0.99), "Adam betas")
-    scalar_lr: float = _setting(1.0, "learning rate of the unit scales a1, a2 (12) as a multiple of --lr")
+    steps: int = _setting(1000, "optimizer steps", valid=POSITIVE_COUNT)
+    lr: float = _setting(5e-4, "peak learning rate (cosine decay to 0)", valid=LEARNING_RATE)
+    lr_patch: int = _setting(48, "LR patch side", valid=POSITIVE_COUNT)
+    batch_size: int = _setting(16, "patches per step", valid=POSITIVE_COUNT)
+    betas: tuple[float, float] = _setting((0.9, 0.99), "Adam betas", valid=Interval(0, 1, high_open=True))
+    scalar_lr: float = _setting(1.0, "learning rate of the unit scales a1, a2 (12) as a multiple of --lr",
+                                valid=POSITIVE)  # fmt: skip
     train_set: str = _setting("T91", "dataset name (see binsr.data.dataset_names) or image folder", "--train")
     val_sets: tuple[str, ...] = _setting(("Set5",), "validation datasets", "--val")
-    val_interval: int = _setting(0, "validate every N steps (0: only after the last step)")
-    checkpoint_interval: int = _setting(100, "save every N steps")
-    seed: int = _setting(0, "seed of the model init and the patch sampler")
+    val_interval: int = _setting(0, "validate every N steps (0: only after the last step)", valid=COUNT)
+    checkpoint_interval: int = _setting(100, "save every N steps", valid=POSITIVE_COUNT)
+    seed: int = _setting(0, "seed of the model init and the patch sampler", valid=Interval(0, 2**63 - 1, integer=True))
     device: str = _setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, ...")
     data_root: str | None = _setting(None, "benchmark folder root")
     compile: bool = _setting(True, "torch.compile the training step (falls back to eager with a warning)")
@@ -46,6 +91,14 @@ class TrainConfig:
         None, "with --teacher: learn the teacher's body block outputs (each divided by k) instead of its output, by "
         "their l1 or cosine distance; needs bodies of one shape (n_feats, n_blocks)"
     )
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):
+            valid, value = setting.metadata["valid"], getattr(self, setting.name)
+            values = value if isinstance(value, tuple) else (value,)
+            if valid is not None and not all(item in valid for item in values):
+                each = "each " if isinstance(value, tuple) else ""
+                raise ValueError(f"{setting.name}={value!r} is not valid; expected {each}{valid}")
 
 
 # The fields a resumed run must share with the checkpoint to take the same steps.

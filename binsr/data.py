@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import skimage.data
 import torch
 from PIL import Image, ImageOps
 
+from binsr.folders import atomic_write
 from binsr.imresize import imresize, modcrop
 
 # scikit-image's photographs that ship inside the wheel (others need a pooch download). The test set
@@ -62,13 +62,26 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """The decoded image at `path`, turned upright as its EXIF orientation says (photos from phones)."""
+    """The decoded image at `path`, turned upright as its EXIF orientation says (photos from phones); a float image
+    (a float TIFF) with values in [0, 1] as 8-bit grey. A file that is not a readable image, or claims more pixels
+    than PIL's decompression-bomb limit, is a one-line ValueError."""
     try:
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here and not later
-            return ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as err:
+            img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
+    return _float_as_grey8(img, path) if img.mode == "F" else img
+
+
+def _float_as_grey8(img: Image.Image, path: str | os.PathLike) -> Image.Image:
+    """PIL would clip floats in [0, 1] to 0 or 1 of 255, a black image; scale them, and refuse other floats."""
+    values = np.asarray(img, dtype=np.float64)
+    finite = bool(np.isfinite(values).all())
+    if not (finite and values.min(initial=0) >= 0 and values.max(initial=0) <= 1):
+        found = f"from {values.min():g} to {values.max():g}" if finite else "NaN or infinite values"
+        raise ValueError(f"cannot read image {path}: it holds floats {found}; expected floats in [0, 1]")
+    return Image.fromarray(np.round(values * 255).astype(np.uint8))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -128,10 +141,8 @@ def _cached_bicubic_lr(hr_path: Path, hr: np.ndarray, scale: int) -> np.ndarray:
     lr = imresize(hr, 1 / scale)
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a concurrent run never reads a half-written file.
-        with tempfile.NamedTemporaryFile(dir=cache, suffix=".png", delete=False) as tmp:
+        with atomic_write(cached) as tmp:  # a concurrent run never reads a half-written file
             Image.fromarray(lr).save(tmp, format="PNG")
-        os.replace(tmp.name, cached)
     except OSError as err:
         warnings.warn(f"could not cache bicubic LR in {cache}: {err}", stacklevel=3)
     return lr

@@ -16,7 +16,6 @@ import hashlib
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -27,7 +26,7 @@ from typing import IO
 
 from tqdm.auto import tqdm
 
-from binsr.folders import ensure_dir
+from binsr.folders import atomic_write, ensure_dir
 
 
 @dataclass(frozen=True)
@@ -135,17 +134,14 @@ def download(name: str, root: str | os.PathLike, progress: bool = True, verify: 
     ensure_dir(root)
     archive = root / source.url.rsplit("/", 1)[-1]
     if not (archive.is_file() and source.sha256 is not None and _sha256(archive) == source.sha256):
-        fd, part = tempfile.mkstemp(dir=root, prefix=f".{archive.name}.", suffix=".part")
-        os.close(fd)
         try:
-            actual = _fetch(source.url, Path(part), progress)
-            if verify and actual != source.sha256:
-                raise ValueError(f"{source.url} has sha256 {actual}; expected {source.sha256}")
-            if not verify:
-                print(f"{archive.name}: sha256 {actual} (not verified)")
-            os.replace(part, archive)
+            with atomic_write(archive) as part:
+                actual = _fetch(source.url, part, progress)
+                if verify and actual != source.sha256:
+                    raise ValueError(f"{source.url} has sha256 {actual}; expected {source.sha256}")
+                if not verify:
+                    print(f"{archive.name}: sha256 {actual} (not verified)")
         finally:
-            Path(part).unlink(missing_ok=True)
             if created and not any(root.iterdir()):
                 root.rmdir()  # a failed first download leaves no empty data folder behind
     count = _extract(archive, source.layout, root)

@@ -10,8 +10,6 @@ allow_pickle=False), written atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from binsr import runtime, xnor
 from binsr.attention import ATTENTION_KINDS, make_attention
 from binsr.binary import BinaryConv2d
 from binsr.blocks import AttentiveBinaryUnit, BBCUUnit, BinaryUpsampleUnit
+from binsr.folders import atomic_write
 from binsr.models import EDSR, SRResNet
 from binsr.runtime import Op
 
@@ -179,14 +178,6 @@ def export_model(model: nn.Module, path: str | Path) -> Path:
     packed = pack_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Through a temporary file in the same folder, renamed over the target: a crash never leaves half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object keeps numpy from appending ".npz" to the name
-            runtime.save_program(f, packed.scale, packed.config, packed.program)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a packed model is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:  # a file object: numpy would append ".npz" to a name
+        runtime.save_program(f, packed.scale, packed.config, packed.program)
     return path

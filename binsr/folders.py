@@ -1,4 +1,5 @@
-"""Output folders: made, or refused in one line, before any work starts; a run folder held by one trainer.
+"""Output folders: made, or refused in one line, before any work starts; a run folder held by one trainer; files
+written whole or not at all (`atomic_write`).
 
 A folder holds a run when it has `last.pt`. Training into it is refused unless the run is resumed or the caller
 asks to overwrite it, so a finished run is never replaced by accident. While training, the process holds an
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,22 @@ def ensure_dir(path: str | os.PathLike) -> Path:
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
         raise ValueError(f"cannot create folder {path}: {blocker} is a file; expected a folder") from None
     return path
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary file beside `path` for the block to write; renamed over `path` when the block ends, removed when
+    it raises (a full disk, Ctrl-C, anything). So `path` is always the old file or the whole new one, and nothing
+    is left behind. `mode`: the new file's permissions (mkstemp makes it private)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 @contextmanager

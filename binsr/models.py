@@ -13,15 +13,17 @@ Every model maps a float image in [0, 1], shape (N, 3, h, w), to (N, 3, s*h, s*w
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 
 import torch
 from torch import nn
 
-from binsr.attention import ATTENTION_KINDS
-from binsr.binary import mean_abs_scale
+from binsr.attention import ATTENTION_KINDS, GATE_FORMS
+from binsr.binary import ALPHA_MODES, SIGN_BACKWARDS, WEIGHT_GRADS, mean_abs_scale
 from binsr.blocks import AttentiveBinaryBlock, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
+from binsr.config import FINITE, POSITIVE, Interval
 
 SCALES = (2, 3, 4)
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -34,7 +36,7 @@ def bbcu_k(n_feats: int) -> float:
 
 def _check_scale(scale: int) -> None:
     if scale not in SCALES:
-        raise ValueError(f"scale={scale!r} is not supported; expected one of {SCALES}")
+        raise ValueError(f"scale={scale!r} is not valid; expected one of {', '.join(map(str, SCALES))}")
 
 
 def _upsample_stages(scale: int) -> list[int]:
@@ -225,17 +227,56 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# What a model argument may be, checked before anything is built: a checkpoint's arguments are untrusted input (a
+# million blocks hang every command that loads it). Types come from the registry's annotations (a float argument
+# is any finite number); sizes stop at EDSR's large model (Lim et al. 2017: 256 channels, 32 blocks), four and two
+# times the registry's largest defaults, whose skeleton builds on the meta device in well under a second.
+LIMITS: dict[str, Interval] = {
+    "n_feats": Interval(1, 256, integer=True), "n_blocks": Interval(1, 32, integer=True),
+    "k": POSITIVE,  # the output is divided by it
+}  # fmt: skip
+CHOICES: dict[str, tuple] = {
+    "scale": SCALES, "att_bin": ATTENTION_KINDS, "att_res": ATTENTION_KINDS, "alpha_mode": ALPHA_MODES,
+    "backward": SIGN_BACKWARDS, "weight_grad": WEIGHT_GRADS, "gate": GATE_FORMS, "gate_input": GATE_INPUTS,
+}  # fmt: skip
+
+
+@cache
+def _signature(name: str) -> inspect.Signature:
+    return inspect.signature(MODELS[name], eval_str=True)
+
+
+def _expected(key: str, value: object, annotation: object) -> str | None:
+    """What argument `key` must be when `value` is not it (None when it is); `annotation` is its declared type."""
+    kinds = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in kinds:
+        return None
+    if key in CHOICES:
+        choices = CHOICES[key]
+        fits = type(value) is type(choices[0]) and value in choices  # 2.0 == 2, True == 1: not a choice
+        return None if fits else f"one of {', '.join(map(str, choices))}"
+    if key not in LIMITS and float not in kinds:
+        raise TypeError(f"argument {key} is annotated {annotation}; binsr.models has no limits for it")
+    valid = LIMITS.get(key, FINITE)
+    return None if value in valid else f"{valid}" + (" or None" if type(None) in kinds else "")
+
+
 def model_arguments(name: str, **kwargs) -> dict:
-    """The full argument dict (defaults filled in) that `create_model(name, ...)` would use."""
+    """The full argument dict (defaults filled in) that `create_model(name, ...)` would use; a one-line
+    ValueError for an unknown name or argument, or a value of the wrong type or out of range."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    signature = inspect.signature(MODELS[name])
+    signature = _signature(name)
     unknown = sorted(set(kwargs) - set(signature.parameters))
     if unknown:
         valid = ", ".join(signature.parameters)
         raise ValueError(f"model {name!r} has no argument {', '.join(unknown)}; valid: {valid}")
     bound = signature.bind(**kwargs)
     bound.apply_defaults()
+    for key, value in bound.arguments.items():
+        expected = _expected(key, value, signature.parameters[key].annotation)
+        if expected is not None:
+            raise ValueError(f"{key}={value!r} is not valid; expected {expected}")
     return dict(bound.arguments)
 
 

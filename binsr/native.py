@@ -2,8 +2,10 @@
 
 The C source is compiled on first use with the system's C compiler (`$CC`, else gcc or cc), once per instruction
 set and source version, into `$XDG_CACHE_HOME/binsr/kernels` (default `~/.cache/binsr/kernels`); later processes
-load the cached library in milliseconds. Without a compiler, or where the build fails, `build` raises
-`NativeUnavailable` with the reason and `binsr.xnor` runs its portable numba kernels instead.
+load the cached library in milliseconds, once it matches the size and SHA-256 recorded beside it at build time
+(loading a damaged library can kill the process with SIGBUS; one that does not match is compiled again, with a
+warning). Without a compiler, or where the build fails, `build` raises `NativeUnavailable` with the reason and
+`binsr.xnor` runs its portable numba kernels instead.
 
 OpenMP comes from gcc's libgomp, the runtime torch's Linux wheels bundle under the same name (libgomp.so.1): the
 loader keeps one copy per process, so the kernel's parallel rows run on torch's own worker threads. Those spin
@@ -18,9 +20,11 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
+import warnings
 from functools import cache
 from pathlib import Path
+
+from binsr.folders import atomic_write
 
 SOURCE = Path(__file__).with_name("xnor_native.c")
 # Per ISA: the CPU features it needs (as LLVM names them) and the compiler flags. No -mfma: with
@@ -105,7 +109,11 @@ def build(isa: str) -> ctypes.CDLL:
         raise NativeUnavailable(f"cannot run the C compiler {cc}: {error}") from None
     key = hashlib.sha256("\0".join([SOURCE.read_text(), *command, version]).encode()).hexdigest()[:16]
     path = cache_dir() / f"xnor-{isa}-{key}.so"
-    if not path.is_file():
+    if not _matches_record(path):
+        if path.is_file():
+            found = f"cached XNOR kernel {path} ({path.stat().st_size:,} bytes)"
+            warnings.warn(f"{found} does not match the size and SHA-256 recorded when it was built; compiling it again",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
         _compile(command, path)
     library = ctypes.CDLL(str(path))
     library.binsr_pack.argtypes = [_POINTER] * 3 + [_INT] * 4 + [ctypes.c_int]
@@ -115,23 +123,43 @@ def build(isa: str) -> ctypes.CDLL:
     return library
 
 
+def _fingerprint(path: Path) -> str:
+    """The size and SHA-256 of the file at `path`, as its build record holds them."""
+    data = path.read_bytes()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}\n"
+
+
+def _record(library: Path) -> Path:
+    return library.with_suffix(".sha256")
+
+
+def _matches_record(library: Path) -> bool:
+    """Whether `library` exists and is byte for byte the file that `_compile` recorded."""
+    try:
+        return _record(library).read_text() == _fingerprint(library)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _compile(command: list[str], path: Path) -> None:
-    """Compile SOURCE into `path` through a temporary file, so that no process ever loads half a library."""
+    """Compile SOURCE into `path` through a temporary file, so that no process ever loads half a library, and record
+    its size and SHA-256 beside it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        with atomic_write(path, 0o755) as tmp:
+            _run_compiler([*command, str(SOURCE), "-o", str(tmp)])
+            fingerprint = _fingerprint(tmp)
+        with atomic_write(_record(path)) as tmp:
+            tmp.write_text(fingerprint)
     except OSError as error:
         raise NativeUnavailable(f"cannot write to the kernel cache {path.parent}: {error}") from None
+
+
+def _run_compiler(command: list[str]) -> None:
     try:
-        try:
-            result = subprocess.run([*command, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise NativeUnavailable(f"cannot run {command[0]}: {error}") from None
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            raise NativeUnavailable(f"{Path(command[0]).name} failed: {last}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise NativeUnavailable(f"cannot run {command[0]}: {error}") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise NativeUnavailable(f"{Path(command[0]).name} failed: {last}")

@@ -3,7 +3,9 @@
 Anything PIL reads goes in (grey, palette, 16-bit, with alpha, a JPEG turned upright by its EXIF orientation)
 and comes out as PNG: the colour through the model, an alpha channel through MATLAB bicubic, since the models
 never saw transparency. Large images run in tiles (`binsr.tiling`), so memory stays bounded. `compare` also
-writes bicubic (left) beside the model (right) at the output size, to see what the model adds.
+writes bicubic (left) beside the model (right) at the output size, to see what the model adds. No input is ever
+written over, and an output that exists is replaced only when asked (`overwrite`); both are checked before any
+image is read.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 from binsr.data import IMAGE_SUFFIXES, open_image, to_rgb8
 from binsr.engine import load
 from binsr.evaluate import upscale
-from binsr.folders import ensure_dir
+from binsr.folders import atomic_write, ensure_dir
 
 if TYPE_CHECKING:
     from binsr.runtime import PackedModel
@@ -54,30 +56,52 @@ def _alpha(img: Image.Image) -> np.ndarray | None:
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
-    """Write, then rename: an interrupted run never leaves a truncated PNG under the final name."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """Write, then rename: an interrupted run or a full disk never leaves a truncated PNG, or a temporary file."""
+    with atomic_write(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def output_paths(path: Path, out_dir: Path, scale: int, compare: bool = False) -> list[Path]:
+    """What `upscale_photo` writes for the image at `path`: out_dir/<stem>-x<scale>.png, and -compare.png."""
+    out = out_dir / f"{path.stem}-x{scale}.png"
+    return [out, out.with_name(f"{out.stem}-compare.png")] if compare else [out]
 
 
 def upscale_photo(
     model: nn.Module | PackedModel, path: Path, out_dir: Path, compare: bool = False, tile: int | None = None,
     progress: bool = False,
 ) -> list[Path]:  # fmt: skip
-    """Write out_dir/<stem>-x<scale>.png (and -compare.png when `compare`); the paths written."""
+    """Write `output_paths(path, out_dir, model.scale, compare)`, the model's output and the comparison; return them."""
     img = open_image(path)
     rgb, alpha = to_rgb8(img), _alpha(img)
     del img  # a large photo's decoded copy is not needed again
     scale = model.scale
+    written = output_paths(path, out_dir, scale, compare)
     sr = upscale(model, rgb, scale, tile=tile, progress=progress)
-    out = out_dir / f"{path.stem}-x{scale}.png"
-    _save_png(sr if alpha is None else np.dstack([sr, upscale(None, alpha, scale, tile=tile)]), out)
-    if not compare:
-        return [out]
-    gap = np.full((sr.shape[0], COMPARE_GAP, 3), 255, np.uint8)
-    side_by_side = np.concatenate([upscale(None, rgb, scale, tile=tile), gap, sr], axis=1)
-    _save_png(side_by_side, out.with_name(f"{out.stem}-compare.png"))
-    return [out, out.with_name(f"{out.stem}-compare.png")]
+    _save_png(sr if alpha is None else np.dstack([sr, upscale(None, alpha, scale, tile=tile)]), written[0])
+    if compare:
+        gap = np.full((sr.shape[0], COMPARE_GAP, 3), 255, np.uint8)
+        _save_png(np.concatenate([upscale(None, rgb, scale, tile=tile), gap, sr], axis=1), written[1])
+    return written
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
+    """Refuse to write over an input (the same file, whatever links lead to it), or over any existing file unless
+    `overwrite`."""
+    sources = {_file_id(path): path for path in inputs}
+    for out in outputs:
+        if not out.exists():
+            continue
+        source = sources.get(_file_id(out))
+        if source is not None:
+            raise ValueError(f"output {out} would write over the input {source}; expected another output folder")
+        if not overwrite:
+            raise ValueError(f"output {out} already exists; expected --overwrite to replace it")
 
 
 def upscale_photos(
@@ -89,10 +113,12 @@ def upscale_photos(
     device: str = "auto",
     engine: str = "auto",
     kernel: str = "auto",
+    overwrite: bool = False,
 ) -> list[Path]:
     """Super-resolve every image `inputs` names with `model` (a shipped name, a checkpoint or a .binsr file) into
     `out_dir` on `engine` (`binsr.engine`, which says on stderr which engine runs), with a progress bar over
-    images and tiles; the paths written."""
+    images and tiles; the paths written. Refused before any work when an output would be an input, or exists and
+    `overwrite` is not set."""
     files = input_files(inputs)
     seen: dict[str, Path] = {}
     for path in files:
@@ -103,6 +129,7 @@ def upscale_photos(
     net, line = load(model, engine, device, kernel)
     print(line, file=sys.stderr)
     out_dir = ensure_dir(out_dir)
+    _check_outputs(files, [out for path in files for out in output_paths(path, out_dir, net.scale, compare)], overwrite)
     written = []
     for path in tqdm(files, desc="images", unit="image", disable=len(files) < 2):
         written += upscale_photo(net, path, out_dir, compare, tile, progress=True)

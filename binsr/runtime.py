@@ -4,7 +4,8 @@ kernel), no training code.
 A packed model is a program: a list of ops, the small frozen dataclasses below, each holding its arrays and run
 by its own `__call__(x, state)` on an NCHW tensor. `binsr.export` builds them from a model, `save_program` and
 `load_packed` write and read them; the file stores each op as JSON (its class name and fields) with its arrays
-beside it, named after the module they came from.
+beside it, named after the module they came from. A file is untrusted input: `load_packed` checks every size,
+type and shape in it, and that the ops fit together, before it allocates anything the file does not hold.
 
 Binary units run in `binsr.xnor` on NHWC maps; a run of BBCU units (one `BBCUUnits` op) stays packed between
 units, each one fusing alpha, RPReLU, the residual add and the next unit's RSign. Full-precision ops (head, body
@@ -17,7 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
+import math
+import struct
+import types
+import typing
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr import xnor
-from binsr.attention import make_attention
+from binsr.attention import ATTENTION_KINDS, GATE_FORMS, make_attention
+from binsr.models import SCALES
 from binsr.tiling import context
 
 FORMAT = "binsr-packed-2"
@@ -273,7 +281,7 @@ Op = (
     Conv | Normalize | Denormalize | Multiply | Divide | LeakyReLU | PixelShuffle | Push | AddPopped
     | AddPoppedUpsampled | BBCUUnits | AttentiveUnit | BinaryUpsampleUnit
 )  # fmt: skip
-TYPES = {cls.__name__: cls for cls in (*Op.__args__, Attention, BinaryConv)}
+OPS = {cls.__name__: cls for cls in Op.__args__}
 
 
 # ---- the model and its file -----------------------------------------------------------------------------------
@@ -350,21 +358,6 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], name: str) -> Any:
     return value
 
 
-def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
-    if isinstance(value, list):
-        return tuple(_decode(item, arrays) for item in value)
-    if not isinstance(value, dict):
-        return value
-    if "array" in value:
-        return arrays[value["array"]]
-    decoded = {key: _decode(item, arrays) for key, item in value.items() if key != "type"}
-    if "type" not in value:
-        return decoded
-    if value["type"] not in TYPES:
-        raise ValueError(f"unknown op {value['type']!r} in the program; expected one of {', '.join(TYPES)}")
-    return TYPES[value["type"]](**decoded)
-
-
 def save_program(file: BinaryIO, scale: int, config: dict | None, program: list[Op]) -> None:
     """Write a program to an open binary file as an uncompressed .npz: the JSON architecture and the arrays."""
     arrays: dict[str, np.ndarray] = {}
@@ -373,15 +366,269 @@ def save_program(file: BinaryIO, scale: int, config: dict | None, program: list[
 
 
 def load_packed(path: str | Path) -> PackedModel:
-    """The PackedModel stored at `path` (written by `binsr.export.export_model`)."""
+    """The PackedModel stored at `path` (written by `binsr.export.export_model`); a one-line ValueError naming the
+    file and what was expected when it is damaged or not one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"packed model {path} does not exist")
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    if "architecture" not in arrays:
-        raise ValueError(f"{path} is not a {FORMAT} file (no architecture)")
-    architecture = json.loads(arrays.pop("architecture").tobytes())
-    if architecture.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {architecture.get('format')!r}; expected {FORMAT!r} (export it again)")
-    return PackedModel(architecture["scale"], architecture["config"], list(_decode(architecture["program"], arrays)))
+    try:
+        arrays = _read_arrays(path)
+        architecture = _read_architecture(arrays.pop("architecture", None))
+    except ValueError as error:
+        raise ValueError(f"{path} is not a {FORMAT} file: {error}") from None
+    found = architecture.get("format")
+    if found != FORMAT:
+        found = repr(found) if isinstance(found, str) and len(found) < 40 else _shown(found)
+        raise ValueError(f"{path} has format {found}; expected {FORMAT!r} (export it again)")
+    try:
+        scale, config, program = (architecture.get(key) for key in ("scale", "config", "program"))
+        if type(scale) is not int or scale not in SCALES:
+            raise ValueError(f"scale is {scale!r}; expected one of {', '.join(map(str, SCALES))}")
+        if not (config is None or isinstance(config, dict)):
+            raise ValueError(f"config is {type(config).__name__}; expected an object or null")
+        if not (isinstance(program, list) and program):
+            raise ValueError("program is not a list of ops; expected one")
+        ops = [_decode_dataclass(op, OPS, arrays, f"op {i}") for i, op in enumerate(program)]
+        _check_program(ops, scale)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a valid {FORMAT} file: {error}") from None
+    return PackedModel(scale, config, ops)
+
+
+# ---- reading a file that may be damaged or hostile -----------------------------------------------------------
+
+ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))  # what export writes: weights and sign bits, the JSON
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the uncompressed .npz at `path`; each member is read only once its size, counted with the
+    others', fits in the file (so nothing larger than the file is ever allocated) and its zip CRC is checked."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if sum(info.file_size for info in members) > size:
+                raise ValueError(f"its members claim more than its {size:,} bytes")
+            arrays = {}
+            for info in members:
+                name = info.filename.removesuffix(".npy")
+                if info.compress_type != zipfile.ZIP_STORED or name == info.filename or name in arrays:
+                    raise ValueError(f"member {info.filename!r} is not one stored .npy array")
+                arrays[name] = _npy(archive.read(info), info.filename)
+            return arrays
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, struct.error, OverflowError) as error:
+        raise ValueError(f"not a readable zip archive ({error})") from None
+
+
+def _npy(data: bytes, name: str) -> np.ndarray:
+    """The array in the .npy bytes `data`, once its header's dtype and shape account for the data exactly."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{name} is .npy version {version}; expected 1.0 or 2.0")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(stream)
+    if dtype not in ARRAY_DTYPES or fortran_order:
+        raise ValueError(f"{name} holds {dtype} in {'Fortran' if fortran_order else 'C'} order; expected C-order "
+                         f"{' or '.join(map(str, ARRAY_DTYPES))}")  # fmt: skip
+    count = math.prod(shape)
+    if stream.tell() + count * dtype.itemsize != len(data):
+        raise ValueError(f"{name} declares shape {shape} but holds {len(data) - stream.tell():,} bytes of data")
+    return np.frombuffer(data, dtype, count, stream.tell()).reshape(shape).copy()
+
+
+def _read_architecture(array: np.ndarray | None) -> dict:
+    if array is None or array.dtype != np.uint8 or array.ndim != 1:
+        raise ValueError("no architecture (a 1-D uint8 array of JSON)")
+    try:
+        architecture = json.loads(array.tobytes())
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the parser goes
+        raise ValueError(f"its architecture is not JSON ({type(error).__name__})") from None
+    if not isinstance(architecture, dict):
+        raise ValueError(f"its architecture is a JSON {type(architecture).__name__}; expected an object")
+    return architecture
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _decode_dataclass(value: Any, allowed: dict[str, type], arrays: dict[str, np.ndarray], where: str) -> Any:
+    """The op (or op part) that the JSON `value` describes, one of `allowed`, with every field of its declared type."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not (isinstance(kind, str) and kind in allowed):
+        raise ValueError(f"{where} is {_shown(value)}; expected an object of type {' or '.join(allowed)}")
+    cls = allowed[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    needed = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+    given = value.keys() - {"type"}
+    if not needed <= given <= names:
+        raise ValueError(f"{where} ({kind}) has fields {', '.join(sorted(given))}; expected {', '.join(sorted(names))}")
+    hints = _field_types(cls)
+    return cls(**{key: _decode(value[key], hints[key], arrays, f"{where}.{key}") for key in given})
+
+
+def _decode(value: Any, hint: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
+    """The JSON `value` as the type `hint` (a field's annotation), arrays looked up by name; else a ValueError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is types.UnionType:  # X | None
+        if value is None:
+            return None
+        hint = next(arg for arg in args if arg is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _decode_dataclass(value, {hint.__name__: hint}, arrays, where)
+    if origin is tuple and isinstance(value, list) and (args[-1] is Ellipsis or len(value) == len(args)):
+        kinds = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        items = enumerate(zip(value, kinds, strict=True))
+        return tuple(_decode(item, kind, arrays, f"{where}[{i}]") for i, (item, kind) in items)
+    if origin is dict and isinstance(value, dict):
+        return {key: _decode(item, args[1], arrays, f"{where}.{key}") for key, item in value.items()}
+    name = value.get("array") if isinstance(value, dict) else None
+    if hint is np.ndarray and isinstance(name, str) and name in arrays:
+        return arrays[name]
+    if hint is float and type(value) in (int, float) and abs(value) < 1e308:  # finite: not NaN, inf, nor 10**400
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:  # True is not an int here, nor 1 a bool
+        return value
+    raise ValueError(f"{where} is {_shown(value)}; expected {getattr(hint, '__name__', hint)}")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---- does the program fit together? ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Flow:
+    """What the checker knows of the map between two ops: its channels, its scale over the input image, and the
+    stack of skip tensors (each as channels and scale)."""
+
+    channels: int = 3
+    factor: int = 1
+    stack: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _check_program(ops: list[Op], scale: int) -> None:
+    """Refuse a program whose ops do not fit together: each must take the channels the one before gives, with the
+    arrays its fields declare, and the whole must map 3 channels to 3 at `scale` with every skip pushed and popped."""
+    flow = _Flow()
+    for i, op in enumerate(ops):
+        try:
+            _check_op(op, flow)
+        except ValueError as error:
+            raise ValueError(f"op {i} ({type(op).__name__}): {error}") from None
+    if (flow.channels, flow.factor, flow.stack) != (3, scale, []):
+        raise ValueError(f"the program ends with {flow.channels} channels at x{flow.factor} and {len(flow.stack)} "
+                         f"skips unused; expected 3 channels at x{scale} and none")  # fmt: skip
+
+
+def _check_op(op: Op, flow: _Flow) -> None:
+    if isinstance(op, Conv):
+        out, _, k, _ = _conv_shape(op.weight, flow.channels, f"{op.name}.weight")
+        if op.padding != k // 2:
+            raise ValueError(f"padding {op.padding}; expected {k // 2}, which keeps the map's size")
+        _expect(op.bias, (out,), f"{op.name}.bias")
+        flow.channels = out
+    elif isinstance(op, (Normalize, Denormalize)):
+        _expect(op.mean, (1, 3, 1, 1), f"{op.name}.mean")
+        _nonzero(op.k, "k")
+        if flow.channels != 3:
+            raise ValueError(f"it takes an image; expected 3 channels, got {flow.channels}")
+    elif isinstance(op, (Multiply, Divide)):
+        _nonzero(op.k, "k")
+    elif isinstance(op, PixelShuffle):
+        _shuffle(flow, op.factor)
+    elif isinstance(op, Push):
+        flow.stack.append((flow.channels, flow.factor))
+    elif isinstance(op, (AddPopped, AddPoppedUpsampled)):
+        _check_skip(op, flow)
+    elif isinstance(op, BBCUUnits):
+        if not op.convs:
+            raise ValueError("no units; expected at least one")
+        for conv in op.convs:
+            _check_binary_conv(conv, flow.channels, flow.channels)
+    elif isinstance(op, AttentiveUnit):
+        _check_binary_conv(op.conv, flow.channels, flow.channels)
+        for attention in (op.att_bin, op.att_res):
+            _check_attention(attention, flow.channels)
+        _expect(op.a1, (), f"{op.name}.a1")
+        _expect(op.a2, (), f"{op.name}.a2")
+    elif isinstance(op, BinaryUpsampleUnit):  # (13): a conv to factor^2 times the channels, shuffled back
+        if op.factor < 1:
+            raise ValueError(f"factor {op.factor}; expected a positive one")
+        _check_binary_conv(op.conv, flow.channels, flow.channels * op.factor**2)
+        flow.factor *= op.factor
+
+
+def _check_skip(op: AddPopped | AddPoppedUpsampled, flow: _Flow) -> None:
+    if not flow.stack:
+        raise ValueError("nothing was pushed; expected a Push before it")
+    channels, factor = flow.stack.pop()
+    if isinstance(op, AddPoppedUpsampled):
+        if not (op.factor == int(op.factor) >= 1 and op.mode in ("nearest", "bilinear", "bicubic")):
+            raise ValueError(f"upsampling by {op.factor} ({op.mode!r}); expected a whole factor, nearest, bilinear "
+                             "or bicubic")  # fmt: skip
+        if (op.mode == "nearest") != (op.align_corners is None):
+            raise ValueError(f"align_corners={op.align_corners} with {op.mode!r}; expected None exactly for nearest")
+        factor *= int(op.factor)
+    if (channels, factor) != (flow.channels, flow.factor):
+        raise ValueError(f"the skip has {channels} channels at x{factor}, the map {flow.channels} at x{flow.factor}; "
+                         "expected the same")  # fmt: skip
+
+
+def _shuffle(flow: _Flow, factor: int) -> None:
+    if factor < 1 or flow.channels % factor**2:
+        raise ValueError(f"pixel shuffle by {factor} of {flow.channels} channels; expected a factor whose square "
+                         "divides them")  # fmt: skip
+    flow.channels //= factor**2
+    flow.factor *= factor
+
+
+def _conv_shape(weight: np.ndarray, channels: int, what: str) -> tuple[int, ...]:
+    if weight.dtype != np.float32 or weight.ndim != 4 or weight.shape[1] != channels or weight.shape[0] < 1:
+        raise ValueError(f"{what} is {weight.dtype} {weight.shape}; expected float32 (O, {channels}, k, k)")
+    if weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
+        raise ValueError(f"{what} has a {weight.shape[2]}x{weight.shape[3]} kernel; expected a square, odd one")
+    return weight.shape
+
+
+def _check_binary_conv(conv: BinaryConv, channels: int, out: int) -> None:
+    expected = (out, channels, conv.shape[2], conv.shape[2])
+    if conv.shape != expected or conv.shape[2] not in xnor.KERNEL_SIZES:
+        raise ValueError(f"{conv.name} has shape {conv.shape}; expected {expected} with k in {xnor.KERNEL_SIZES}")
+    _expect(conv.signs, (-(-math.prod(conv.shape) // 8),), f"{conv.name}.signs", np.uint8)
+    _expect(conv.threshold, (channels,), f"{conv.name}.threshold")
+    _expect(conv.alpha, (out,), f"{conv.name}.alpha")
+    _expect(conv.rprelu, (3, out), f"{conv.name}.rprelu")
+
+
+def _check_attention(attention: Attention, channels: int) -> None:
+    if not (attention.kind in ATTENTION_KINDS and attention.gate in GATE_FORMS and attention.input_scale > 0):
+        raise ValueError(f"{attention.name} is {attention.kind!r} with a {attention.gate!r} gate seeing "
+                         f"{attention.input_scale} x; expected a kind of {', '.join(ATTENTION_KINDS)}, a gate of "
+                         f"{', '.join(GATE_FORMS)} and a positive scale")  # fmt: skip
+    if attention.channels != channels:
+        raise ValueError(f"{attention.name} has {attention.channels} channels; expected {channels}")
+    with torch.device("meta"):  # shapes only
+        expected = make_attention(attention.kind, channels, attention.gate).state_dict()
+    if attention.state.keys() != expected.keys():
+        raise ValueError(f"{attention.name} holds {', '.join(attention.state) or 'nothing'}; expected "
+                         f"{', '.join(expected) or 'nothing'}")  # fmt: skip
+    for key, value in expected.items():
+        _expect(attention.state[key], tuple(value.shape), f"{attention.name}.{key}")
+
+
+def _expect(array: np.ndarray | None, shape: tuple[int, ...], what: str, dtype: type = np.float32) -> None:
+    """Refuse `array` unless it is a `dtype` array of `shape` (None passes: the field is optional)."""
+    if array is not None and (array.dtype != dtype or array.shape != shape):
+        raise ValueError(f"{what} is {array.dtype} {array.shape}; expected {np.dtype(dtype)} {shape}")
+
+
+def _nonzero(value: float, what: str) -> None:
+    if value == 0:
+        raise ValueError(f"{what} is 0; expected a nonzero number")

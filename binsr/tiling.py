@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from binsr.runtime import PackedModel
 
 TILE = 256  # LR tile side: ~0.4 GB peak for a 32x8 EDSR at x2, and no slower per pixel than larger tiles
+# The smallest tile `binsr upscale/eval --tile` accept: each tile runs with `context` pixels of overlap on every side
+# (20 for a 32x8 EDSR), so a 1-pixel tile computes a 41x41 patch per pixel (a 50x40 image took over 10 minutes).
+MIN_TILE = 32
 AUTO_ABOVE = 512 * 512  # LR pixels above which tiling is automatic: Set5 ... Urban100 at x2 run whole
 BICUBIC_CONTEXT = 3  # MATLAB bicubic (binsr.imresize) upsampling reads 2 LR pixels either side, +1 for rounding
 GLOBAL_PAD = 32  # overlap for a model without finite context

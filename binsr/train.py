@@ -13,7 +13,8 @@ a checkpoint (model + Adam state + step) takes bit-identical steps to one that n
 
 Nothing is lost: the run folder is checked and locked before the first step (`binsr.folders`); SIGINT or
 SIGTERM ends the step in flight, saves it and raises `TrainingInterrupted`; a non-finite loss stops the run
-before it reaches the weights.
+before it reaches the weights, and weights that an update made non-finite (a loss can be finite while its step
+diverges) stop it before they are saved, so the last checkpoint is always the last good one.
 
 Under `torchrun --nproc_per_node=N` each rank samples with seed + rank, DistributedDataParallel averages
 the gradients, and rank 0 alone logs, validates and saves (`binsr.distributed`).
@@ -162,6 +163,16 @@ def _restore(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, con
     return _RunState(state["step"], state["metrics"]["train_seconds"], state["metrics"]["val"])
 
 
+def _check_finite(model: nn.Module, step: int, last: Path) -> None:
+    """Refuse to go on (and to save) once the weights are NaN or infinite: the checkpoint keeps the last good ones."""
+    weights = model.state_dict()
+    bad = [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        kept = last if last.is_file() else "none written yet"
+        raise FloatingPointError(f"step {step} made {len(bad)} of {len(weights)} weight tensors NaN or infinite; "
+                                 f"stopped, last good checkpoint: {kept}")  # fmt: skip
+
+
 def _save(last: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, run: _RunState) -> Path:
     metrics = {"train_seconds": run.train_seconds, "val": run.val}
     return checkpoint.save(
@@ -288,10 +299,13 @@ def train(
             run.step += 1
             run.train_seconds += time.perf_counter() - started
             done = run.step == config.steps
+            saving = done or stopping or run.step % config.checkpoint_interval == 0
+            if saving:
+                _check_finite(model, run.step, last)  # on every rank: DDP keeps their weights equal
             if rank == 0:
                 if done or (config.val_interval and run.step % config.val_interval == 0):
                     run.val = evaluate(model, config.val_sets, config.scale, data_root=config.data_root)
-                if done or stopping or run.step % config.checkpoint_interval == 0:
+                if saving:
                     _save(last, model, optimizer, config, run)
                 bar.update()
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", val_psnr=mean_psnr(run.val))

@@ -1,4 +1,7 @@
-"""Fixtures shared by the XNOR engine's tests."""
+"""Fixtures shared by the tests: the XNOR kernels and thread counts, and a deadline."""
+
+import signal
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -25,3 +28,25 @@ def threads(request):
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def deadline():
+    """`with deadline(seconds):` raises TimeoutError in a block that has used `seconds` of CPU time and still runs,
+    so a hang (say, a loop building a million modules) fails the test instead of stalling the suite. CPU time of
+    this process (ITIMER_PROF), not wall time, so that other jobs on a shared machine do not fail it."""
+
+    @contextmanager
+    def limit(seconds: float):
+        def expire(signum, frame):
+            raise TimeoutError(f"still running after {seconds} s of CPU time")
+
+        previous = signal.signal(signal.SIGPROF, expire)
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, previous)
+
+    return limit

@@ -1,10 +1,11 @@
 import json
+import random
 
 import pytest
 import torch
 
 from binsr import checkpoint
-from binsr.models import complete_config, create_model
+from binsr.models import MODELS, complete_config, create_model, model_arguments
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 
@@ -150,13 +151,31 @@ def test_weights_that_do_not_fit_the_architecture_are_refused_in_one_line(tmp_pa
         checkpoint.load_model(path)
 
 
-def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_allocating(tmp_path):
+def test_a_checkpoint_asking_for_a_large_model_is_refused_before_allocating(tmp_path):
     path = checkpoint.save(tmp_path / "m.pt", create_model("edsr-fp", **TINY))
-    _rewrite(path, model={"name": "edsr-fp", "kwargs": {"n_feats": 100_000, "n_blocks": 1}})
-    n = 100_000  # head 28n, a block 2 (9n^2 + n), body conv 9n^2 + n, x2 upsampler 36n^2 + 4n, tail 27n + 3
-    wanted = 63 * n**2 + 62 * n + 3  # 2.5 TB of float32
+    _rewrite(path, model={"name": "edsr-fp", "kwargs": {"n_feats": 256, "n_blocks": 1}})
+    n = 256  # head 28n, a block 2 (9n^2 + n), body conv 9n^2 + n, x2 upsampler 36n^2 + 4n, tail 27n + 3
+    wanted = 63 * n**2 + 62 * n + 3
     with pytest.raises(ValueError, match=rf"asks for edsr-fp .*, {wanted:,} numbers, but holds 1,259; expected"):
         checkpoint.load_model(path)
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"n_blocks": 10**6}, "n_blocks=1000000 is not valid; expected an integer in [1, 32]"),
+    ({"n_feats": 100_000}, "n_feats=100000 is not valid; expected an integer in [1, 256]"),
+    ({"n_feats": -5}, "n_feats=-5 is not valid; expected an integer in [1, 256]"),
+    ({"n_feats": "32"}, "n_feats='32' is not valid; expected an integer in [1, 256]"),
+    ({"scale": -2}, "scale=-2 is not valid; expected one of 2, 3, 4"),
+    ({"k": float("nan")}, "k=nan is not valid; expected a finite number in (0, inf) or None"),
+    ({"alpha_mode": ["mean"]}, "alpha_mode=['mean'] is not valid; expected one of mean, learnable"),
+])  # fmt: skip
+def test_a_checkpoint_asking_for_what_binsr_does_not_build_is_one_line_within_a_second(tmp_path, deadline, kwargs,
+                                                                                        expected):  # fmt: skip
+    path = checkpoint.save(tmp_path / "m.pt", create_model("edsr-bbcu", **TINY))
+    _rewrite(path, model={"name": "edsr-bbcu", "kwargs": {**TINY, **kwargs}})
+    with deadline(1), pytest.raises(ValueError) as refused:  # a million blocks took over 150 s, 1 GB and growing
+        checkpoint.load_model(path)
+    assert str(refused.value) == f"checkpoint {path} asks for a model binsr does not build: {expected}"
 
 
 def test_missing_state_dict_or_model_and_nan_weights_are_refused(tmp_path):
@@ -219,3 +238,38 @@ def test_warm_start_refuses_another_architecture_in_one_line(tmp_path):
         checkpoint.warm_start(create_model("edsr-bbcu", scale=4, n_feats=16, n_blocks=2), path)
     with pytest.raises(ValueError, match="expected edsr-fp"):
         checkpoint.warm_start(create_model("edsr-fp", scale=4, n_feats=8, n_blocks=2), path)
+
+
+FUZZ_VALUES = [None, True, False, 0, -5, 1, 2, 3, 4, 7, 32, 33, 256, 257, 10**6, 10**400, 0.0, -1.0, 0.5, 1.0, 2.5,
+               float("nan"), float("inf"), float("-inf"), 1e308, "", "32", "se", "pixel", "mean", "learnable",
+               "2sigmoid", "unit", "x" * 1000, [], [1], {}, {"n_feats": 4}]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory) -> dict:
+    import torch._dynamo  # noqa: F401 -- the first meta-device build of a learnable alpha imports it: seconds, once
+
+    folder = tmp_path_factory.mktemp("tiny")
+    return {name: checkpoint.save(folder / f"{name}.pt", create_model(name, **TINY)) for name in MODELS}
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzz_checkpoint_arguments_are_one_line_or_a_model_within_a_second(seed, tiny_checkpoints, deadline, tmp_path):
+    """Every argument of every registry model, then a few together, set to random values of random types: each
+    checkpoint loads within a second as a one-line error naming it, or as the model it asks for."""
+    rng = random.Random(seed)
+    trials = [(name, [key]) for name in MODELS for key in model_arguments(name)]
+    trials += [(name, rng.sample(sorted(model_arguments(name)), 3)) for name in rng.choices(list(MODELS), k=10)]
+    path = tmp_path / "fuzzed.pt"
+    for name, keys in trials:
+        state = torch.load(tiny_checkpoints[name], weights_only=True)
+        kwargs = state["model"]["kwargs"]
+        kwargs.update({key: rng.choice(FUZZ_VALUES) for key in keys})
+        torch.save(state, path)
+        with deadline(1):
+            try:
+                model = checkpoint.load_model(path)
+            except ValueError as error:
+                assert str(error).startswith(f"checkpoint {path} ") and "\n" not in str(error), (name, kwargs)
+            else:
+                assert model.config == complete_config({"name": name, "kwargs": kwargs})

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from binsr import checkpoint
 from binsr.checkpoint import load_model
@@ -61,7 +62,7 @@ def test_eval_refuses_nan_weights_and_scale_1(tmp_path, capsys):
     expected = f"checkpoint {nan} has NaN or infinite values in tail.bias; expected finite weights"
     assert capsys.readouterr().err == f"binsr eval: error: {expected}\n"
     assert main(["eval", "--data", "photos-test", "--scale", "1", "--json", str(tmp_path / "r.json")]) == 2
-    expected = "scale=1 is not valid; expected an upscaling factor of 2 or more"
+    expected = "argument --scale: 1 is not valid; expected an integer in [2, inf)"
     assert capsys.readouterr().err == f"binsr eval: error: {expected}\n"
     assert not (tmp_path / "r.json").exists()
 
@@ -92,3 +93,80 @@ def test_train_then_eval_the_checkpoint_from_the_command_line(tmp_path, capsys):
     assert table[3].startswith("| last | x2 |")
     assert main(["eval", "--model", str(tmp_path / "last.pt"), "--data", "photos-test", "--scale", "4"]) == 2
     assert "scale" in capsys.readouterr().err
+
+
+TRAIN = ["train", "--model", "edsr-fp"]
+PARSE_ERRORS = [  # refused where they are parsed, before anything is imported or read
+    ([*TRAIN, "--checkpoint-interval", "0"], "argument --checkpoint-interval: 0 is not valid; expected an integer in "
+                                            "[1, inf)"),
+    ([*TRAIN, "--lr-patch", "0"], "argument --lr-patch: 0 is not valid; expected an integer in [1, inf)"),
+    ([*TRAIN, "--batch-size", "0"], "argument --batch-size: 0 is not valid; expected an integer in [1, inf)"),
+    ([*TRAIN, "--n-feats", "0"], "argument --n-feats: 0 is not valid; expected an integer in [1, 256]"),
+    ([*TRAIN, "--n-blocks", "1000000"], "argument --n-blocks: 1000000 is not valid; expected an integer in [1, 32]"),
+    ([*TRAIN, "--lr", "inf"], "argument --lr: inf is not valid; expected a finite number in [0, 1]"),
+    ([*TRAIN, "--lr", "1e30"], "argument --lr: 1e30 is not valid; expected a finite number in [0, 1]"),
+    ([*TRAIN, "--betas", "0.9"], "argument --betas: expected 2 arguments"),
+    ([*TRAIN, "--scale", "5"], "argument --scale: invalid choice: 5 (choose from 2, 3, 4)"),
+    (["upscale", "a.png", "--model", "m", "-o", "out", "--tile", "1"], "argument --tile: 1 is too small (the tiles' "
+     "overlap would cost more than the tiles); expected 0 for one pass or at least 32 pixels"),
+    (["eval", "--tile", "-1"], "argument --tile: -1 is not valid; expected an integer in [0, inf)"),
+    (["summary", "edsr-fp", "--lr-size", "0", "9"], "argument --lr-size: 0 is not valid; expected an integer in "
+                                                   "[1, inf)"),
+    (["bench", "--threads", "0"], "argument --threads: 0 is not valid; expected an integer in [1, inf)"),
+    (["experiment", "--steps", "10", "--jobs", "two"], "argument --jobs: two is not valid; expected an integer in "
+                                                       "[1, inf)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,expected", PARSE_ERRORS, ids=[" ".join(args[1:]) for args, _ in PARSE_ERRORS])
+def test_bad_options_are_one_line_where_they_are_parsed(args, expected, capsys):
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"binsr {args[0]}: error: {expected}\n"
+
+
+def test_devices_torch_does_not_know_or_this_machine_lacks_are_one_line(tmp_path, capsys):
+    args = [*TRAIN, "--out", str(tmp_path / "run"), "--device", "banana"]
+    assert main(args) == 2
+    expected = "device 'banana' is not valid; expected auto, cpu, cuda, cuda:N, mps, ..."
+    assert capsys.readouterr().err == f"binsr train: error: {expected}\n"
+    assert not (tmp_path / "run").exists()
+    assert main(["upscale", "missing.png", "--model", "edsr-fp-x2", "-o", str(tmp_path), "--device", "meta"]) == 2
+    expected = "device 'meta' is not available here (Cannot copy out of meta tensor; no data!); expected auto, cpu"
+    assert capsys.readouterr().err == f"binsr upscale: error: {expected} or a device this machine has\n"
+    if not torch.cuda.is_available():
+        assert main(["upscale", "missing.png", "--model", "edsr-fp-x2", "-o", str(tmp_path), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("binsr upscale: error: device 'cuda' is not available here (") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("n_feats", [-5, "32"])
+def test_a_checkpoint_with_bad_arguments_is_one_line_in_every_command(n_feats, tmp_path, capsys):
+    state = torch.load(ROOT / "assets" / "edsr-bbcu-x2.pt", weights_only=True)
+    state["model"]["kwargs"]["n_feats"] = n_feats
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    expected = (f"checkpoint {bad} asks for a model binsr does not build: n_feats={n_feats!r} is not valid; expected "
+                "an integer in [1, 256]")  # fmt: skip
+    for command in (["upscale", str(ROOT / "README.md"), "--model", str(bad), "-o", str(tmp_path / "out")],
+                    ["eval", "--model", str(bad), "--data", "photos-test"], ["export", str(bad), str(tmp_path / "b")],
+                    ["summary", str(bad)]):  # fmt: skip
+        assert main(command) == 2
+        assert capsys.readouterr().err == f"binsr {command[0]}: error: {expected}\n"
+
+
+def test_ctrl_c_while_torch_is_still_importing_is_one_line():
+    # A Ctrl-C lands in the first seconds of every command, while torch imports: raised here by an import hook.
+    code = """if True:
+        import sys
+
+        class CtrlC:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch":
+                    raise KeyboardInterrupt
+
+        sys.meta_path.insert(0, CtrlC())
+        from binsr.cli import main
+        sys.exit(main(["summary", "edsr-fp"]))"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert (result.returncode, result.stderr) == (130, "binsr: interrupted\n")

@@ -1,7 +1,12 @@
 """Exported models run by the XNOR runtime match the float models they came from, on every kernel this machine
 runs; the export refuses what the program cannot represent, and writes its file atomically."""
 
+import functools
+import io
+import json
 import random
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -196,10 +201,182 @@ def test_export_writes_atomically(tmp_path, monkeypatch):
 
 
 def test_old_format_is_refused_with_a_hint(tmp_path):
-    import json
-
     path = tmp_path / "old.binsr"
     with path.open("wb") as f:
         np.savez(f, architecture=np.frombuffer(json.dumps({"format": "binsr-packed-1"}).encode(), np.uint8))
     with pytest.raises(ValueError, match=r"has format 'binsr-packed-1'; expected 'binsr-packed-2' \(export it again\)"):
         load_packed(path)
+
+
+# ---- a .binsr file is untrusted input --------------------------------------------------------------------------
+
+
+def _members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _zip(members: dict[str, bytes], path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:  # stored, as np.savez writes
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.lib.format.write_array(stream, array)
+    return stream.getvalue()
+
+
+def _architecture(members: dict[str, bytes]) -> dict:
+    return json.loads(np.load(io.BytesIO(members["architecture.npy"])).tobytes())
+
+
+def _with_architecture(members: dict[str, bytes], architecture) -> dict[str, bytes]:
+    text = architecture if isinstance(architecture, str) else json.dumps(architecture)
+    return {**members, "architecture.npy": _npy(np.frombuffer(text.encode(), np.uint8))}
+
+
+def _load_peak(path) -> tuple[object, int]:
+    """load_packed(path) or the error it raised, and the most memory numpy and Python held meanwhile (bytes)."""
+    tracemalloc.start()
+    try:
+        loaded = load_packed(path)
+    except ValueError as error:
+        loaded = error
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return loaded, peak
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory):
+    """A small real export (attentive units, so every kind of field is there) and its output on a fixed input."""
+    model = perturbed_model("edsr-proposed", {"scale": 2, "n_feats": 8, "n_blocks": 1, "att_bin": "se",
+                                              "att_res": "pixel"})  # fmt: skip
+    path = export_model(model, tmp_path_factory.mktemp("export") / "small.binsr")
+    lr = torch.rand(1, 3, 5, 4, generator=torch.Generator().manual_seed(3))
+    return path, lr, load_packed(path)(lr)
+
+
+def _in_program(change):
+    """A damage that changes the architecture's JSON with `change(architecture)`."""
+
+    def damage(members: dict[str, bytes]) -> dict[str, bytes]:
+        architecture = _architecture(members)
+        change(architecture)
+        return _with_architecture(members, architecture)
+
+    return damage
+
+
+def _in_member(name: str, old: bytes, new: bytes):
+    return lambda members: {**members, name: members[name].replace(old, new)}
+
+
+NOT = "is not a binsr-packed-2 file:"
+INVALID = "is not a valid binsr-packed-2 file:"
+DAMAGE = [  # (what is done to the file, the end of the one-line error); each raised something else, or nothing
+    ("zero bytes", lambda m: b"", f"{NOT} not a readable zip archive (File is not a zip file)"),
+    ("half the file", lambda m: "half", f"{NOT} not a readable zip archive (File is not a zip file)"),
+    ("scale -2", _in_program(lambda a: a.update(scale=-2)), f"{INVALID} scale is -2; expected one of 2, 3, 4"),
+    ("JSON nested 100000 deep", lambda m: _with_architecture(m, "[" * 100_000 + "]" * 100_000),
+     f"{NOT} its architecture is not JSON (RecursionError)"),
+    ("a shape of 432 TB", _in_member("tail.weight.npy", b"(3, 8,", b"(3000000000000, 36000,"),  # 864 bytes and
+     f"{NOT} tail.weight.npy declares shape (3000000000000, 36000, 3, 3) but holds 880 bytes of data"),  # 16 of header
+    ("an array of objects", _in_member("tail.bias.npy", b"'<f4'", b"'|O' "),
+     f"{NOT} tail.bias.npy holds object in C order; expected C-order float32 or uint8"),
+    ("a string for an int", _in_program(lambda a: a["program"][1].update(padding="one")),
+     f'{INVALID} op 1.padding is "one"; expected int'),
+    ("the tail conv first", _in_program(lambda a: a["program"].insert(1, a["program"][-2])),
+     f"{INVALID} op 1 (Conv): tail.weight is float32 (3, 8, 3, 3); expected float32 (O, 3, k, k)"),
+    ("no Push", _in_program(lambda a: a["program"].pop(2)),
+     f"{INVALID} op 5 (AddPopped): nothing was pushed; expected a Push before it"),
+    ("an unknown op", _in_program(lambda a: a["program"][0].update(type="Exec")),
+     f'{INVALID} op 0 is {{"type": "Exec", "name": "rgb_mean", ...; expected an object of type Conv or Normalize or '
+     "Denormalize or Multiply or Divide or LeakyReLU or PixelShuffle or Push or AddPopped or AddPoppedUpsampled or "
+     "BBCUUnits or AttentiveUnit or BinaryUpsampleUnit"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage,change,expected", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_a_damaged_file_is_one_line_naming_it_without_a_large_allocation(damage, change, expected, small_export,
+                                                                          tmp_path):  # fmt: skip
+    path = tmp_path / "damaged.binsr"
+    members = change(_members(small_export[0]))
+    if isinstance(members, bytes):
+        path.write_bytes(members)
+    elif members == "half":
+        path.write_bytes(small_export[0].read_bytes()[: small_export[0].stat().st_size // 2])
+    else:
+        _zip(members, path)
+    loaded, peak = _load_peak(path)
+    assert isinstance(loaded, ValueError) and str(loaded) == f"{path} {expected}"
+    assert peak < 10 * small_export[0].stat().st_size + 2**20
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fuzz_truncated_and_flipped_files_are_one_line_or_run_bit_exactly(seed, small_export, tmp_path):
+    """Random truncations and byte flips of a real export: each is a one-line error naming the file, or a model
+    whose output is the original's bit for bit; none allocates more than a few times the file's size."""
+    source, lr, expected = small_export
+    data = source.read_bytes()
+    rng = random.Random(seed)
+    path = tmp_path / "fuzzed.binsr"
+    outcomes = {"error": 0, "exact": 0}
+    for _ in range(60):
+        damaged = bytearray(data[: rng.randrange(len(data))] if rng.random() < 0.3 else data)
+        for _ in range(rng.randint(1, 3) if len(damaged) == len(data) else 0):
+            damaged[rng.randrange(len(damaged))] ^= rng.randint(1, 255)
+        path.write_bytes(bytes(damaged))
+        loaded, peak = _load_peak(path)
+        assert peak < 10 * len(data) + 2**20
+        if isinstance(loaded, ValueError):
+            assert str(loaded).startswith(str(path)) and "\n" not in str(loaded)
+            outcomes["error"] += 1
+        else:
+            assert_bitwise_equal(loaded(lr), expected)
+            outcomes["exact"] += 1
+    assert outcomes["error"] > 0
+
+
+def _mutations(value, rng: random.Random, arrays: list[str]):
+    """A random replacement for a JSON value: another type, an edge number, a reference to another array."""
+    pool = [None, True, 0, -1, 1, 2, 3, 10**400, 0.0, -0.5, 1e308, float("nan"), "", "se", "nearest", [], [1],
+            {}, {"array": rng.choice(arrays)}, {"array": "missing"}, {"type": "Push"}]  # fmt: skip
+    return rng.choice(pool)
+
+
+def _paths(value, prefix=()):
+    """Every (path, value) inside a JSON tree."""
+    yield prefix, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        yield from _paths(item, (*prefix, key))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fuzz_changed_programs_are_one_line_or_a_model_that_runs(seed, small_export, tmp_path):
+    """Random fields of the JSON program replaced (types, edge numbers, other arrays), deleted or ops dropped: each is
+    a one-line error naming the file, or a model that runs to an image of the right shape."""
+    source, lr, _ = small_export
+    members = _members(source)
+    original = _architecture(members)
+    arrays = [name.removesuffix(".npy") for name in members if name != "architecture.npy"]
+    rng = random.Random(seed)
+    path = tmp_path / "changed.binsr"
+    for _ in range(40):
+        architecture = json.loads(json.dumps(original))
+        where, _ = rng.choice(list(_paths(architecture))[1:])
+        parent = functools.reduce(lambda node, key: node[key], where[:-1], architecture)
+        if rng.random() < 0.2:
+            del parent[where[-1]]
+        else:
+            parent[where[-1]] = _mutations(parent[where[-1]], rng, arrays)
+        _zip(_with_architecture(members, json.dumps(architecture)), path)
+        loaded, _ = _load_peak(path)
+        if isinstance(loaded, ValueError):
+            assert str(loaded).startswith(str(path)) and "\n" not in str(loaded)
+        else:
+            assert loaded(lr).shape == (1, 3, 10, 8)

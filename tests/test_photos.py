@@ -1,3 +1,6 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +74,67 @@ def test_bad_inputs_fail_in_one_line_before_any_work(tmp_path, model_file, capsy
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no images \(.*\) in folder .*empty$"):
         input_files([tmp_path / "empty"])
+
+
+def _listing(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_no_input_is_written_over_and_no_output_without_overwrite(tmp_path, model_file, capsys):
+    Image.fromarray(_rgb(8, 9)).save(tmp_path / "a.png")
+    Image.fromarray(_rgb(8, 9, seed=1)).save(tmp_path / "a-x2.png")  # what a.png's output is named
+    before = _listing(tmp_path)
+    for extra in ([], ["--overwrite"]):  # an input is never replaced, asked or not
+        assert main(["upscale", str(tmp_path / "a-x2.png"), str(tmp_path / "a.png"), "--model", model_file,
+                     "-o", str(tmp_path), *extra]) == 2  # fmt: skip
+        expected = (f"output {tmp_path / 'a-x2.png'} would write over the input {tmp_path / 'a-x2.png'}; expected "
+                    "another output folder")  # fmt: skip
+        assert capsys.readouterr().err == f"binsr upscale: error: {expected}\n"
+        assert _listing(tmp_path) == before  # refused before anything was written
+
+    out = tmp_path / "out"
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", model_file, "-o", str(out), "--compare"]) == 0
+    (out / "a-x2-compare.png").write_bytes(b"keep me")
+    written = _listing(out)
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", model_file, "-o", str(out), "--compare"]) == 2
+    expected = f"output {out / 'a-x2.png'} already exists; expected --overwrite to replace it"
+    assert capsys.readouterr().err.endswith(f"binsr upscale: error: {expected}\n")
+    assert _listing(out) == written
+    args = ["upscale", str(tmp_path / "a.png"), "--model", model_file, "-o", str(out), "--compare", "--overwrite"]
+    assert main(args) == 0
+    assert _listing(out)["a-x2.png"] == written["a-x2.png"] and _listing(out)["a-x2-compare.png"] != b"keep me"
+
+
+def test_float_images_in_0_1_are_scaled_and_others_refused(tmp_path, model_file, capsys):
+    values = np.random.default_rng(2).random((9, 7)).astype(np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    assert main(["upscale", str(tmp_path / "float.tif"), "--model", model_file, "-o", str(tmp_path / "out")]) == 0
+    grey = np.repeat(np.round(values * 255).astype(np.uint8)[:, :, None], 3, axis=2)  # was 0 or 1: nearly black
+    sr = np.array(Image.open(tmp_path / "out" / "float-x2.png"))
+    assert np.array_equal(sr, upscale(checkpoint.load_model(model_file), grey, 2))
+    Image.fromarray(values * 255, mode="F").save(tmp_path / "wide.tif")
+    assert main(["upscale", str(tmp_path / "wide.tif"), "--model", model_file, "-o", str(tmp_path / "out")]) == 2
+    expected = (f"cannot read image {tmp_path / 'wide.tif'}: it holds floats from {values.min() * 255:g} to "
+                f"{values.max() * 255:g}; expected floats in [0, 1]")  # fmt: skip
+    assert capsys.readouterr().err == f"binsr upscale: error: {expected}\n"
+
+
+def _bomb_png(path):
+    """A PNG whose header claims 100000x100000 pixels (10 G, over PIL's decompression-bomb limit)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) +
+                     chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_a_decompression_bomb_is_one_line_in_upscale_and_eval(tmp_path, model_file, capsys):
+    (tmp_path / "set").mkdir()
+    _bomb_png(tmp_path / "set" / "bomb.png")
+    limit = f"exceeds limit of {2 * Image.MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack."
+    expected = f"cannot read image {tmp_path / 'set' / 'bomb.png'}: Image size (10000000000 pixels) {limit}"
+    assert main(["upscale", str(tmp_path / "set"), "--model", model_file, "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"binsr upscale: error: {expected}\n"
+    assert main(["eval", "--data", str(tmp_path / "set"), "--scale", "2"]) == 2
+    assert capsys.readouterr().err == f"binsr eval: error: {expected}\n"

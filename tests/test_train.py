@@ -115,7 +115,7 @@ def test_scalar_lr_moves_a1_a2_that_many_times_further_in_adams_first_step(image
         assert steps[key].item() == pytest.approx(1e-2, rel=1e-2), key  # |g| ~ 1e-6 > eps
     head = steps["head.weight"]
     assert head.max().item() == pytest.approx(1e-3, rel=1e-2)
-    with pytest.raises(ValueError, match="scalar_lr=0.0; expected a positive finite multiple of the learning rate"):
+    with pytest.raises(ValueError, match=r"^scalar_lr=0.0 is not valid; expected a finite number in \(0, inf\)$"):
         train("edsr-proposed", kwargs, _config(images, scalar_lr=0.0), tmp_path / "zero")
 
 
@@ -155,6 +155,23 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(images,
     state = checkpoint.load(tmp_path / "nan" / "last.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["state_dict"].values())
+    assert _same_tensors(state["state_dict"], checkpoint.load(tmp_path / "clean" / "last.pt")["state_dict"])
+
+
+def test_a_step_that_makes_the_weights_nan_is_not_saved_and_the_last_good_checkpoint_stays(images, tmp_path,
+                                                                                         monkeypatch):  # fmt: skip
+    # --lr inf (now refused) did this: the loss of step 3 is finite, its update makes every weight NaN, and the
+    # checkpoint saved after it held 12 of 12 non-finite tensors as the "last good checkpoint".
+    config = _config(images, steps=6, checkpoint_interval=1, val_sets=())
+    with pytest.raises(_Interrupt):
+        train("edsr-fp", TINY, config, tmp_path / "clean", callback=_stop_at(2))
+    scheduled = learning_rate
+    monkeypatch.setattr("binsr.train.learning_rate", lambda c, step: math.inf if step == 2 else scheduled(c, step))
+    expected = r"^step 3 made 12 of 12 weight tensors NaN or infinite; stopped, last good checkpoint: .*last\.pt$"
+    with pytest.raises(FloatingPointError, match=expected):
+        train("edsr-fp", TINY, config, tmp_path / "inf")
+    state = checkpoint.load(tmp_path / "inf" / "last.pt")
+    assert state["step"] == 2 and all(torch.isfinite(t).all() for t in state["state_dict"].values())
     assert _same_tensors(state["state_dict"], checkpoint.load(tmp_path / "clean" / "last.pt")["state_dict"])
 
 

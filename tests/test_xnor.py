@@ -1,6 +1,7 @@
 """The XNOR engine against torch, bit for bit, on every kernel this machine runs: packing, integer accumulators,
 the fused unit; and how the kernel is chosen."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -196,16 +197,29 @@ def test_without_a_compiler_the_portable_kernel_runs_and_says_why(tmp_path):
         assert f"RuntimeWarning: {line}" in result.stderr  # said once, at the first packed op
 
 
-def test_native_kernels_compile_once_into_the_cache(tmp_path):
+def test_native_kernels_compile_once_into_the_cache_and_again_when_damaged(tmp_path):
     best = next(k for k in xnor.KERNELS if xnor.kernel_problem(k) is None)
     if best == "portable":
         pytest.skip("no native kernel runs here")
     code = f"from binsr import xnor; xnor.setup({best!r}); print('ok')"
     assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"
-    built = list((tmp_path / "binsr" / "kernels").iterdir())
-    assert [p.name.startswith(f"xnor-{best}-") and p.suffix == ".so" for p in built] == [True]
+    cache = tmp_path / "binsr" / "kernels"
+    library = next(cache.glob(f"xnor-{best}-*.so"))
+    record = library.with_suffix(".sha256")  # size and SHA-256, written at build time
+    assert sorted(cache.iterdir()) == sorted([library, record])
+    built = library.read_bytes()
+    assert record.read_text() == f"{len(built)} {hashlib.sha256(built).hexdigest()}\n"
     assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"  # loaded, not built again
-    assert list((tmp_path / "binsr" / "kernels").iterdir()) == built
+    assert sorted(cache.iterdir()) == sorted([library, record]) and library.read_bytes() == built
+
+    library.write_bytes(built[:1000])  # truncated in place: loading it died of SIGBUS, rc 135, no message
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
+                            capture_output=True, text=True)  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "ok\n")
+    expected = (f"RuntimeWarning: cached XNOR kernel {library} (1,000 bytes) does not match the size and SHA-256 "
+                "recorded when it was built; compiling it again")  # fmt: skip
+    assert expected in result.stderr and result.stderr.count("Warning") == 1
+    assert native._matches_record(library) and sorted(cache.iterdir()) == sorted([library, record])
 
 
 def test_importing_binsr_changes_nothing_in_the_process():
