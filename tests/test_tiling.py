@@ -79,8 +79,15 @@ def test_float_models_give_the_same_pixels_tiled(name, scale, kwargs):
     assert whole.shape == (37 * scale, 29 * scale, 3) and len(np.unique(whole)) > 100  # not a flat image
     for tile in (5, 16, 36):
         assert np.array_equal(upscale(model, lr, scale, tile=tile), whole), tile
-    ensembled = upscale(model, lr, scale, ensemble=True, tile=0)
-    assert np.array_equal(upscale(model, lr, scale, ensemble=True, tile=11), ensembled)
+    with torch.backends.mkldnn.flags(enabled=False):  # one conv algorithm at every size: the same pixels
+        ensembled = upscale(model, lr, scale, ensemble=True, tile=0)
+        assert np.array_equal(upscale(model, lr, scale, ensemble=True, tile=11), ensembled)
+    # With oneDNN the algorithm follows the map's shape, which the ensemble's rotations change per tile: on an
+    # AVX2 Zen 3 one pixel of 12876 rounds one level apart (the average of eight outputs sits on a .5); a wrong
+    # tile or seam is off by far more, in many pixels.
+    tiled_output = upscale(model, lr, scale, ensemble=True, tile=11).astype(int)
+    difference = np.abs(tiled_output - upscale(model, lr, scale, ensemble=True, tile=0))
+    assert difference.max() <= 1 and np.count_nonzero(difference) <= difference.size // 1000
 
 
 def test_a_shipped_model_tiles_exactly_on_a_photo_sized_crop():
