@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from binsr.data import IMAGE_SUFFIXES, open_image, to_rgb8
+from binsr.distributed import resolve_device
 from binsr.engine import load
 from binsr.evaluate import upscale
 from binsr.folders import atomic_write, ensure_dir
@@ -119,6 +120,7 @@ def upscale_photos(
     `out_dir` on `engine` (`binsr.engine`, which says on stderr which engine runs), with a progress bar over
     images and tiles; the paths written. Refused before any work when an output would be an input, or exists and
     `overwrite` is not set."""
+    resolve_device(device)  # a device this machine lacks is named before any file is looked at
     files = input_files(inputs)
     seen: dict[str, Path] = {}
     for path in files:
@@ -127,9 +129,9 @@ def upscale_photos(
                              "names, as outputs are named <name>-x<scale>.png")  # fmt: skip
         seen[path.stem] = path
     net, line = load(model, engine, device, kernel)
-    print(line, file=sys.stderr)
     out_dir = ensure_dir(out_dir)
     _check_outputs(files, [out for path in files for out in output_paths(path, out_dir, net.scale, compare)], overwrite)
+    print(line, file=sys.stderr)  # once the outputs are cleared: a refusal stays one line
     written = []
     for path in tqdm(files, desc="images", unit="image", disable=len(files) < 2):
         written += upscale_photo(net, path, out_dir, compare, tile, progress=True)

@@ -105,6 +105,13 @@ def test_no_input_is_written_over_and_no_output_without_overwrite(tmp_path, mode
     assert _listing(out)["a-x2.png"] == written["a-x2.png"] and _listing(out)["a-x2-compare.png"] != b"keep me"
 
 
+def _error_lines(stderr: str) -> list[str]:
+    """The lines of stderr a terminal shows (a progress bar redraws its line after a carriage return), less blank
+    ones and those that name the engine (printed once the outputs are cleared, before any image is read)."""
+    shown = (line.split("\r")[-1].strip() for line in stderr.split("\n"))
+    return [line for line in shown if line and not line.startswith("engine: ")]
+
+
 def test_float_images_in_0_1_are_scaled_and_others_refused(tmp_path, model_file, capsys):
     values = np.random.default_rng(2).random((9, 7)).astype(np.float32)
     Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
@@ -116,7 +123,7 @@ def test_float_images_in_0_1_are_scaled_and_others_refused(tmp_path, model_file,
     assert main(["upscale", str(tmp_path / "wide.tif"), "--model", model_file, "-o", str(tmp_path / "out")]) == 2
     expected = (f"cannot read image {tmp_path / 'wide.tif'}: it holds floats from {values.min() * 255:g} to "
                 f"{values.max() * 255:g}; expected floats in [0, 1]")  # fmt: skip
-    assert capsys.readouterr().err == f"binsr upscale: error: {expected}\n"
+    assert _error_lines(capsys.readouterr().err) == [f"binsr upscale: error: {expected}"]
 
 
 def _bomb_png(path):
@@ -135,6 +142,6 @@ def test_a_decompression_bomb_is_one_line_in_upscale_and_eval(tmp_path, model_fi
     limit = f"exceeds limit of {2 * Image.MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack."
     expected = f"cannot read image {tmp_path / 'set' / 'bomb.png'}: Image size (10000000000 pixels) {limit}"
     assert main(["upscale", str(tmp_path / "set"), "--model", model_file, "-o", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == f"binsr upscale: error: {expected}\n"
+    assert _error_lines(capsys.readouterr().err) == [f"binsr upscale: error: {expected}"]
     assert main(["eval", "--data", str(tmp_path / "set"), "--scale", "2"]) == 2
-    assert capsys.readouterr().err == f"binsr eval: error: {expected}\n"
+    assert _error_lines(capsys.readouterr().err) == [f"binsr eval: error: {expected}"]
