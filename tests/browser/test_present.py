@@ -13,8 +13,14 @@ import pytest
 from .test_lab import FIGURE_SRC, NEW_FIGURE, Failure, _change
 
 RENDER_TIMEOUT_S = 300  # the notebook runs in quick mode before the page is complete
-# Marks the first figure widget with a slider (data-binsr-widget) and that slider (data-binsr-control).
+# Marks the first figure widget with a slider (data-binsr-widget) and that slider (data-binsr-control). It runs
+# more than once while widgets are still drawing, so earlier marks are cleared: an earlier run may have marked a
+# later widget whose figure was drawn first.
 FIND_SLIDER = """() => {
+  for (const el of document.querySelectorAll('[data-binsr-widget], [data-binsr-control]')) {
+    delete el.dataset.binsrWidget;
+    delete el.dataset.binsrControl;
+  }
   for (const slider of document.querySelectorAll('.widget-slider')) {
     let root = slider.parentElement;
     while (root && !root.querySelector('.widget-output img')) root = root.parentElement;
