@@ -114,10 +114,14 @@ def _writable(path: str | None) -> None:
         ensure_dir(Path(path).parent)
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    """torch's thread count, which the XNOR engine shares, from --threads (default: torch's, the machine's cores)."""
+def _process_settings(args: argparse.Namespace) -> None:
+    """torch's thread count, which the XNOR engine shares, from --threads (default: torch's, the machine's cores);
+    and freed memory kept for the next tile (`binsr.engine.reuse_freed_memory`)."""
     import torch
 
+    from binsr.engine import reuse_freed_memory
+
+    reuse_freed_memory()
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads {args.threads} is not valid; expected 1 or more")
@@ -130,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     _writable(args.csv)
     _writable(args.json)
-    _set_threads(args)
+    _process_settings(args)
     rows = []
     for spec in args.model:
         if spec == "bicubic":
@@ -152,7 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_upscale(args: argparse.Namespace) -> None:
     from binsr.photos import upscale_photos
 
-    _set_threads(args)
+    _process_settings(args)
     written = upscale_photos(args.inputs, args.model, args.out, args.compare, args.tile, args.device, args.engine,
                              args.kernel)  # fmt: skip
     for path in written:
@@ -232,6 +236,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     print(xnor.setup(args.kernel))
     if args.upscale:
+        from binsr.engine import reuse_freed_memory
+
+        reuse_freed_memory()  # as binsr upscale runs
         print(format_upscale(upscale_rows(args.upscale, args.model, tuple(args.threads), repeats, args.tile, clock)))
         if args.split:
             print_split(args.upscale, args.model, args.threads[0], args.tile)

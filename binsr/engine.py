@@ -10,6 +10,7 @@ portable kernel would run. Both engines run on torch's threads (`torch.set_num_t
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,3 +93,18 @@ def load(
     if expect_scale is not None and packed.scale != expect_scale:
         raise ValueError(f"packed model {spec} is for scale x{packed.scale}; expected x{expect_scale}")
     return packed, _xnor_line()
+
+
+def reuse_freed_memory() -> bool:
+    """Have the C library's malloc keep freed memory for reuse rather than give it back to the OS (glibc's mallopt:
+    no mmap, trimming from 1 GiB). A command that runs a model tile after tile then reuses each tile's buffers,
+    where torch and oneDNN would map them afresh and fault them in 4 KiB page by page: a 296x296 tile of EDSR 32x8
+    x2 spent 0.1 s of system time in page faults on the xnor engine (a third of its time) and 0.5 s on torch. The
+    process keeps its peak memory until it ends, so this is for the commands, not the library. True where it took
+    effect (glibc); elsewhere nothing changes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))

@@ -2,6 +2,8 @@
 every XNOR kernel this machine runs; `auto` picks it only where that holds and says which engine runs."""
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,3 +187,31 @@ def test_stage_times_cut_an_inner_tile_and_account_for_every_op():
     assert times["piece"] == "56x56"  # a 16-pixel tile with the model's 20 pixels of overlap on each side
     assert set(times["torch"]) == set(times["xnor"]) == set(bench.STAGES)
     assert all(t > 0 for engine in ("torch", "xnor") for t in times[engine].values())
+
+
+def test_commands_keep_freed_memory_in_the_heap_for_the_next_tile():
+    # In a fresh process: the setting is process-wide, for good. glibc's mallinfo2 says where a 64 MiB tensor
+    # lives: a chunk of its own, mapped afresh (and faulted in page by page) each time, or the heap, where its
+    # memory stays when freed, ready for the next one.
+    script = """
+import ctypes, torch
+from binsr.engine import reuse_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+def mapped_and_kept():
+    before = libc.mallinfo2().hblkhd
+    tensor = torch.empty(16 << 20)
+    mapped = libc.mallinfo2().hblkhd - before
+    del tensor
+    return mapped, libc.mallinfo2().fordblks
+print(*mapped_and_kept(), reuse_freed_memory(), *mapped_and_kept())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if result.returncode != 0 and "mallinfo2" in result.stderr:
+        pytest.skip("no glibc mallinfo2 here")
+    mapped, _, took, mapped_then, kept_then = result.stdout.split()
+    assert int(mapped) >= 64 << 20  # by default: mapped for itself, given back when freed
+    assert took == "True" and int(mapped_then) == 0 and int(kept_then) >= 64 << 20  # in the heap, and kept there
