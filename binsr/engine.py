@@ -106,5 +106,7 @@ def reuse_freed_memory() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+    # One arena: the threads that run tiles side by side reuse each other's freed memory too.
+    return all(mallopt(option, value) for option, value in ((m_mmap_max, 0), (m_trim_threshold, 1 << 30),
+                                                            (m_arena_max, 1)))  # fmt: skip

@@ -76,7 +76,23 @@ def upscale(
         warnings.warn(f"{type(model).__name__} pools globally (squeeze-and-excitation), so its tiled output differs "
                       "slightly from one pass; pass tile=0 (--tile 0) for one pass", stacklevel=2)  # fmt: skip
         pad = GLOBAL_PAD
-    return tiled(fn, lr, scale, tile, pad, progress)
+    threads = torch.get_num_threads()
+    if model is None or isinstance(model, nn.Module) or threads == 1 or _portable():
+        return tiled(fn, lr, scale, tile, pad, progress)
+    # The XNOR runtime takes a tile per thread, each tile on one thread: its ops are short, and OpenMP's threads
+    # spin between them. The pixels are the same (no op's result depends on the threads). Not with the portable
+    # kernel, whose numba threads take one caller at a time.
+    torch.set_num_threads(1)
+    try:
+        return tiled(fn, lr, scale, tile, pad, progress, workers=threads)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _portable() -> bool:
+    from binsr import xnor
+
+    return xnor.current_kernel() == "portable"
 
 
 def min_hr_side(scale: int) -> int:

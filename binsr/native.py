@@ -120,6 +120,10 @@ def build(isa: str) -> ctypes.CDLL:
     library.binsr_pack.restype = None
     library.binsr_conv.argtypes = [_POINTER] * 9 + [_INT] * 7 + [ctypes.c_int]
     library.binsr_conv.restype = None
+    library.binsr_pack_nchw.argtypes = [_POINTER] * 3 + [_INT] * 4 + [ctypes.c_int]
+    library.binsr_pack_nchw.restype = None
+    library.binsr_to_nchw.argtypes = [_POINTER] * 2 + [_INT] * 4 + [ctypes.c_int]
+    library.binsr_to_nchw.restype = None
     return library
 
 

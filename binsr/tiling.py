@@ -20,9 +20,11 @@ then differs slightly from an untiled run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -68,19 +70,31 @@ def auto_tile(height: int, width: int, tile: int | None) -> int:
 
 
 def tiled(
-    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: int, tile: int, pad: int, progress: bool = False
-) -> np.ndarray:
+    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: int, tile: int, pad: int, progress: bool = False,
+    workers: int = 1,
+) -> np.ndarray:  # fmt: skip
     """`fn(image)` computed tile by tile, where `fn` maps an (h, w, ...) array to its (h*scale, w*scale, ...)
-    upscaled version; equal to `fn(image)` when `pad` covers fn's context."""
+    upscaled version; equal to `fn(image)` when `pad` covers fn's context. `workers` > 1 runs that many tiles at
+    a time on threads, each with torch's thread count (so `fn` must be thread-safe, and release the GIL in its
+    heavy parts as torch's ops do)."""
     height, width = image.shape[:2]
     corners = [(y, x) for y in range(0, height, tile) for x in range(0, width, tile)]
+
+    def run(corner: tuple[int, int]) -> np.ndarray:
+        y, x = corner
+        return fn(image[max(y - pad, 0) : y + tile + pad, max(x - pad, 0) : x + tile + pad])
+
     out = None
-    for y, x in tqdm(corners, desc="tiles", unit="tile", leave=False, disable=not progress):
-        y0, x0 = max(y - pad, 0), max(x - pad, 0)
-        piece = fn(image[y0 : y + tile + pad, x0 : x + tile + pad])
-        if out is None:
-            out = np.empty((height * scale, width * scale, *piece.shape[2:]), piece.dtype)
-        rows = slice((y - y0) * scale, (y - y0 + min(tile, height - y)) * scale)
-        cols = slice((x - x0) * scale, (x - x0 + min(tile, width - x)) * scale)
-        out[y * scale : (y + tile) * scale, x * scale : (x + tile) * scale] = piece[rows, cols]
+    # A new thread's OpenMP count is the machine's until torch first asks for it: ask, so that it is torch's.
+    with ThreadPoolExecutor(workers, initializer=torch.get_num_threads) as pool:
+        pieces = pool.map(run, corners) if workers > 1 else map(run, corners)
+        bar = tqdm(zip(corners, pieces, strict=True), total=len(corners), desc="tiles", unit="tile", leave=False,
+                   disable=not progress)
+        for (y, x), piece in bar:
+            y0, x0 = max(y - pad, 0), max(x - pad, 0)
+            if out is None:
+                out = np.empty((height * scale, width * scale, *piece.shape[2:]), piece.dtype)
+            rows = slice((y - y0) * scale, (y - y0 + min(tile, height - y)) * scale)
+            cols = slice((x - x0) * scale, (x - x0 + min(tile, width - x)) * scale)
+            out[y * scale : (y + tile) * scale, x * scale : (x + tile) * scale] = piece[rows, cols]
     return out

@@ -180,6 +180,52 @@ void binsr_pack(const float *x, const float *threshold, char *packed, int64_t n_
     }
 }
 
+/* x (N, C, H, W) float32, as torch's maps lie -> the interior of packed (N, H+2, W+2, words), the same bits as
+ * binsr_pack of its NHWC copy, without the copy: a row's words are built channel by channel, each channel's row read
+ * in order (the compiler vectorizes the compare-shift-or along the row). The border is set by the caller. */
+void binsr_pack_nchw(const float *x, const float *threshold, char *packed, int64_t n_img, int64_t channels,
+                     int64_t height, int64_t width, int threads) {
+    const int64_t words = words_of(channels), wide = channels > 32;
+    const int64_t work = n_img * height * width * channels;
+    const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t row = 0; row < n_img * height; row++) {
+        const int64_t n = row / height, y = row % height;
+        char *to = packed + ((n * (height + 2) + y + 1) * (width + 2) + 1) * words * word_bytes(channels);
+        const float *plane_row = x + (n * channels * height + y) * width;
+        if (!wide) {
+            uint32_t *word = (uint32_t *)to;
+            for (int64_t px = 0; px < width; px++) word[px] = 0;
+            for (int64_t c = 0; c < channels; c++) {
+                const float *v = plane_row + c * height * width, t = threshold[c];
+                for (int64_t px = 0; px < width; px++) word[px] |= (uint32_t)(v[px] > t) << c;
+            }
+        } else {
+            uint64_t *word = (uint64_t *)to;
+            for (int64_t i = 0; i < width * words; i++) word[i] = 0;
+            for (int64_t c = 0; c < channels; c++) {
+                const float *v = plane_row + c * height * width, t = threshold[c];
+                uint64_t *w = word + c / 64;
+                for (int64_t px = 0; px < width; px++) w[px * words] |= (uint64_t)(v[px] > t) << (c % 64);
+            }
+        }
+    }
+}
+
+/* x (N, H, W, C) float32 -> y (N, C, H, W): the binary units' NHWC output as torch's maps lie, a row at a time. */
+void binsr_to_nchw(const float *x, float *y, int64_t n_img, int64_t height, int64_t width, int64_t channels,
+                   int threads) {
+    const int parallel = threads > 1 && n_img * height > 1 && n_img * height * width * channels >= PARALLEL_WORK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+    for (int64_t row = 0; row < n_img * height; row++) {
+        const int64_t n = row / height, y_ = row % height;
+        const float *from = x + row * width * channels;
+        float *to = y + (n * channels * height + y_) * width;
+        for (int64_t px = 0; px < width; px++)
+            for (int64_t c = 0; c < channels; c++) to[c * height * width + px] = from[px * channels + c];
+    }
+}
+
 /* The geometry and operands of one call of binsr_conv. */
 typedef struct {
     const char *act, *weights;   /* packed input map; weights (k*k*words, opad) */

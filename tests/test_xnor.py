@@ -102,6 +102,20 @@ def test_packing_is_rsign_with_a_plus_one_border(channels, kernel):
     assert not bits[..., channels:].any()  # padding bits are 0, as in the weights
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_packing_an_nchw_map_and_copying_to_nchw_match_the_nhwc_path(channels, kernel, threads):
+    gen = torch.Generator().manual_seed(channels)
+    for height, width in ((1, 1), (3, 70), (45, 90)):  # the last on both threads from 33 channels
+        x = torch.randn(2, channels, height, width, generator=gen)
+        x.view(-1)[::5] = float("nan")
+        threshold = torch.randn(channels, generator=gen)
+        x[0, :, 0, 0] = threshold  # on the threshold: -1
+        packed = xnor.pack_activations_nchw(x.numpy(), threshold.numpy())
+        np.testing.assert_array_equal(packed, xnor.pack_activations(nhwc(x), threshold.numpy()))
+        back = xnor.to_nchw(nhwc(x))
+        assert back.strides == x.numpy().strides and np.array_equal(back.view(np.int32), x.numpy().view(np.int32))
+
+
 def perturbed_conv(channels: int, out_channels: int, alpha_mode: str, rprelu: bool, seed: int) -> BinaryConv2d:
     """A BinaryConv2d with thresholds, alpha and RPReLU moved off their initial values."""
     torch.manual_seed(seed)
