@@ -212,7 +212,12 @@ void binsr_pack_nchw(const float *x, const float *threshold, char *packed, int64
     }
 }
 
-/* x (N, H, W, C) float32 -> y (N, C, H, W): the binary units' NHWC output as torch's maps lie, a row at a time. */
+/* x (N, H, W, C) float32 -> y (N, C, H, W): the binary units' NHWC output as torch's maps lie, a row at a time, in
+ * blocks of TRANSPOSE_PIXELS pixels: a block's input (2 KiB at 32 channels) stays in L1 while each channel's row
+ * of the block is written as one cache line. Pixel by pixel, a pixel's channels went to C lines at once, which
+ * for a 320-pixel map (planes 400 KiB apart, a multiple of 4 KiB) all fall into one cache set: 11 ms against 2 ms
+ * for 32x320x320 here. */
+#define TRANSPOSE_PIXELS 16
 void binsr_to_nchw(const float *x, float *y, int64_t n_img, int64_t height, int64_t width, int64_t channels,
                    int threads) {
     const int parallel = threads > 1 && n_img * height > 1 && n_img * height * width * channels >= PARALLEL_WORK;
@@ -221,8 +226,14 @@ void binsr_to_nchw(const float *x, float *y, int64_t n_img, int64_t height, int6
         const int64_t n = row / height, y_ = row % height;
         const float *from = x + row * width * channels;
         float *to = y + (n * channels * height + y_) * width;
-        for (int64_t px = 0; px < width; px++)
-            for (int64_t c = 0; c < channels; c++) to[c * height * width + px] = from[px * channels + c];
+        for (int64_t px0 = 0; px0 < width; px0 += TRANSPOSE_PIXELS) {
+            const int64_t block = width - px0 < TRANSPOSE_PIXELS ? width - px0 : TRANSPOSE_PIXELS;
+            for (int64_t c = 0; c < channels; c++) {
+                float *plane_row = to + c * height * width + px0;
+                const float *column = from + px0 * channels + c;
+                for (int64_t p = 0; p < block; p++) plane_row[p] = column[p * channels];
+            }
+        }
     }
 }
 

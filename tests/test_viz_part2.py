@@ -374,6 +374,19 @@ def test_manifest_table_and_results(tmp_path):
     assert [len(ax.lines) for ax in fig.axes] == [2 + 1, 1 + 1]  # points, then one line per baseline
     assert fig.axes[0].lines[-1].get_ydata()[0] == pytest.approx(33.7)  # the bicubic row became a line
 
+    # A baseline more than BASELINE_ZOOM_DB below every model is named, not drawn, so that two models 0.02 dB apart
+    # are not squeezed into one point; each point is the mean over the sets at the model's OPs.
+    rows = [
+        {"label": "Bicubic", "scale": 2, "ops": 0.0, "val": {"Set5": {"psnr": 33.67}, "Set14": {"psnr": 30.32}}},
+        {"label": "EDSR-BBCU", "scale": 2, "ops": 3.08e9, "val": {"Set5": {"psnr": 36.82}, "Set14": {"psnr": 32.49}}},
+        {"label": "attentive (se)", "scale": 2, "ops": 3.08e9, "val": {"Set5": {"psnr": 36.91}, "Set14": {"psnr": 32.54}}},
+    ]  # fmt: skip
+    ax = viz.results_figure(rows).axes[0]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines] == [
+        (pytest.approx(3.08), pytest.approx(34.655)), (pytest.approx(3.08), pytest.approx(34.725))]
+    assert [t.get_text() for t in ax.texts] == ["Bicubic x2: 32.00 dB, below this range"]
+    assert ax.get_ylim()[0] > 34.6  # the two models 0.07 dB apart span most of the axis
+
 
 # ---- 10 XNOR inference -----------------------------------------------------------------------------------
 
