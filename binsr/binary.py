@@ -165,7 +165,12 @@ class BinaryConv2d(nn.Module):
         self.rsign = RSign(in_channels, backward)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default, as in BBCU
-        self.alpha = nn.Parameter(mean_abs_scale(self.weight)) if alpha_mode == "learnable" else None
+        self.alpha = None
+        if alpha_mode == "learnable":
+            # A checkpoint's skeleton on the meta device has nothing to average, and torch's first meta `abs` of a
+            # process costs 2.5 s of lazy imports: every command loading an attentive model paid it.
+            meta = self.weight.is_meta
+            self.alpha = nn.Parameter(torch.empty(out_channels, device="meta") if meta else mean_abs_scale(self.weight))
         self.rprelu = RPReLU(out_channels) if rprelu else None
 
     def scale(self) -> torch.Tensor:

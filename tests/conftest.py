@@ -1,24 +1,34 @@
 """Fixtures shared by the tests: the XNOR kernels and thread counts, and a deadline."""
 
+import os
 import signal
 from contextlib import contextmanager
 
 import pytest
 import torch
 
-from binsr import xnor
+from binsr import native, xnor
 
 
 @pytest.fixture(params=xnor.KERNELS)
 def kernel(request):
-    """Each XNOR kernel this machine runs (the portable one always); the others are skipped with the reason."""
+    """Each XNOR kernel this machine runs (the portable one always); the others are skipped with the reason. With
+    BINSR_REQUIRE_KERNELS=1 (CI) a native kernel that does not build on a CPU that has its instructions fails
+    instead: a compile error must not pass as "this CPU lacks AVX-512"."""
     problem = xnor.kernel_problem(request.param)
     if problem is not None:
+        if _kernels_required() and request.param in native.ISAS and not native.missing_features(request.param):
+            pytest.fail(f"XNOR kernel {request.param} does not build on a CPU that has its instructions: {problem} "
+                        "(BINSR_REQUIRE_KERNELS is set, so this is a failure, not a skip)", pytrace=False)  # fmt: skip
         pytest.skip(f"XNOR kernel {request.param} cannot run here: {problem}")
     previous = xnor.current_kernel()
     xnor.setup(request.param)
     yield request.param
     xnor.setup(previous)
+
+
+def _kernels_required() -> bool:
+    return os.environ.get("BINSR_REQUIRE_KERNELS", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

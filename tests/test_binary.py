@@ -126,6 +126,20 @@ def test_binary_conv_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_learnable_alpha_starts_at_mean_abs_and_is_not_computed_on_the_meta_device(monkeypatch):
+    torch.manual_seed(0)
+    conv = BinaryConv2d(4, 6, alpha_mode="learnable")
+    assert torch.equal(conv.alpha.data, conv.weight.detach().abs().mean(dim=(1, 2, 3)))
+    # A checkpoint's skeleton (binsr.checkpoint builds it on the meta device) must not run a meta op: torch's
+    # first meta `abs` in a process took 2.5 s of lazy imports on every command that loaded an attentive model.
+    import binsr.binary
+
+    monkeypatch.setattr(binsr.binary, "mean_abs_scale", lambda w: pytest.fail("alpha averaged on the meta device"))
+    with torch.device("meta"):
+        skeleton = BinaryConv2d(4, 6, alpha_mode="learnable")
+    assert skeleton.alpha.is_meta and skeleton.alpha.shape == (6,)
+
+
 def test_mean_mode_alpha_has_no_gradient_and_tracks_weights():
     conv = BinaryConv2d(3, 2, alpha_mode="mean")
     assert conv.alpha is None
