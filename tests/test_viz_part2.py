@@ -379,7 +379,7 @@ def test_manifest_table_and_results(tmp_path):
     rows = [
         {"label": "Bicubic", "scale": 2, "ops": 0.0, "val": {"Set5": {"psnr": 33.67}, "Set14": {"psnr": 30.32}}},
         {"label": "EDSR-BBCU", "scale": 2, "ops": 3.08e9, "val": {"Set5": {"psnr": 36.82}, "Set14": {"psnr": 32.49}}},
-        {"label": "attentive (se)", "scale": 2, "ops": 3.08e9, "val": {"Set5": {"psnr": 36.91}, "Set14": {"psnr": 32.54}}},
+        {"label": "proposed-se", "scale": 2, "ops": 3.08e9, "val": {"Set5": {"psnr": 36.91}, "Set14": {"psnr": 32.54}}},
     ]  # fmt: skip
     ax = viz.results_figure(rows).axes[0]
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines] == [

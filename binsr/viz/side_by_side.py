@@ -252,8 +252,8 @@ def results_figure(rows: list[dict], baselines: dict[str, float] | None = None) 
                 per_family[family] = per_family.get(family, 0) + 1
             # Hollow markers: the binary variants share their OPs and lie within a tenth of a dB, and a filled marker
             # hid EDSR-BBCU under the SE and spatial ones.
-            ax.plot(r["ops"] / 1e9, psnr, markers[r["label"]], color=model_color(r["label"]), ms=10, mfc="none", mew=1.8,
-                    label=r["label"])
+            style = {"color": model_color(r["label"]), "ms": 10, "mfc": "none", "mew": 1.8}
+            ax.plot(r["ops"] / 1e9, psnr, markers[r["label"]], label=r["label"], **style)
         lowest = min((line.get_ydata()[0] for line in ax.lines), default=np.inf)
         for label, value in baselines.items():
             if not label.endswith(f"x{scale}"):
