@@ -31,6 +31,7 @@ extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
 myst_enable_extensions = ["dollarmath", "amsmath", "substitution"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"  # the notebooks are shown with the outputs they were saved with
+nb_render_markdown_format = "myst"  # cells' Markdown outputs (the result tables) are tables, not text with pipes
 nb_ipywidgets_js = {}  # no widget manager from a CDN: each widget is followed by its figure drawn statically
 
 # Broken cross-references and missing images fail the build (`-W`); types from other packages have no page here.

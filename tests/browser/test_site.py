@@ -62,6 +62,13 @@ def test_the_site_has_every_page(site):
     assert "docs/index.html" in (site / "index.html").read_text()  # the root opens the landing page
 
 
+def test_markdown_tables_printed_by_cells_are_tables(site):
+    left_as_text = [page for page in PAGES if re.search(r"<p>\|[^<]*\|\s*(-|\u2014)", (site / page).read_text())]
+    assert not left_as_text, f"a cell's Markdown table shown as text with pipes on {left_as_text}"
+    results = (site / "notebooks" / "09_side_by_side.html").read_text()
+    assert re.search(r"<th[^>]*>\s*(<p>)?Urban100 PSNR / SSIM", results), "09's headline table is not a table"
+
+
 @functools.cache
 def _ids(path: Path) -> frozenset[str]:
     return frozenset(IDS.findall(path.read_text(errors="replace")))
