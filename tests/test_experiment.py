@@ -1,4 +1,5 @@
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from PIL import Image
 
 from binsr import checkpoint, experiment, report
 from binsr.demo import SHIPPED, load_shipped
+from binsr.train import TrainConfig
 
 
 def _row(label, scale, set5, set14=None, model="edsr-proposed", att=("se", "se")):
@@ -63,6 +65,12 @@ def data_root(tmp_path, monkeypatch):
 
 def test_grid_tunes_trains_reports_resumes_and_ships(tmp_path, data_root, monkeypatch):
     monkeypatch.setattr(experiment, "BACKBONE", {"n_feats": 4, "n_blocks": 1})
+    # eager and two patches a step: compiling each of the 11 runs was most of this test's time (test_train
+    # covers compiled training); the grid's bookkeeping is the same at any batch size
+    monkeypatch.setattr(experiment, "TrainConfig", partial(TrainConfig, compile=False, batch_size=2))
+    # the chart, redrawn after each run, was another third: test_bar_chart_is_a_png... draws it, here it is recorded
+    charts = []
+    monkeypatch.setattr(report, "plot_results", lambda rows, path: charts.append((list(rows), path)))
     # FP, BBCU, se and pixel: enough to pick a best proposed variant
     monkeypatch.setattr(experiment, "VARIANTS", experiment.VARIANTS[:3] + experiment.VARIANTS[4:5])
     monkeypatch.setattr(experiment, "TUNE_LRS", (1e-3, 2e-3))
@@ -81,6 +89,7 @@ def test_grid_tunes_trains_reports_resumes_and_ships(tmp_path, data_root, monkey
     assert rows[2]["arguments"]["k"] is None and rows[4]["arguments"]["att_bin"] == "pixel"
     assert json.loads((out / "results.json").read_text()) == rows
     assert len((out / "results.md").read_text().splitlines()) == 2 + 9
+    assert len(charts) == 4 + 3 and charts[-1] == (rows, out / "results.png")  # redrawn after every trained run
 
     # every run is finished, so a second invocation reads the same results back without training
     assert experiment.run_experiment(out, steps=2, lr=tune["chosen"], data_root=data_root) == rows
@@ -129,9 +138,14 @@ def test_side_by_side_figure_has_a_full_view_and_a_crop_per_panel():
     from binsr.viz import side_by_side_figure
 
     image = np.zeros((40, 60, 3), dtype=np.uint8)
-    fig = side_by_side_figure({"HR": (image, None), "bicubic": (image, 31.234)}, crop=(10, 20, 16))
+    other = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    fig = side_by_side_figure({"HR": (image, None), "bicubic": (other, 31.234)}, crop=(10, 20, 16))
     assert [ax.get_title() for ax in fig.axes] == ["HR", "bicubic\n31.23 dB", "", ""]  # full views, then crops
-    assert fig.axes[2].images[0].get_array().shape == (16, 16, 3)
+    shown = [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
+    assert np.array_equal(shown[1], other) and np.array_equal(shown[3], other[10:26, 20:36])
+    assert np.array_equal(shown[0], image) and shown[2].shape == (16, 16, 3) and not shown[2].any()
+    outline = fig.axes[1].lines[0]
+    assert (list(outline.get_xdata()), list(outline.get_ydata())) == ([20, 36, 36, 20, 20], [10, 10, 26, 26, 10])
     with pytest.raises(ValueError, match=r"crop=\(30, 0, 16\) does not fit a 40x60 image"):
         side_by_side_figure({"HR": (image, None)}, crop=(30, 0, 16))
     with pytest.raises(ValueError, match=r"panels have shapes .*; expected one shape for all"):

@@ -54,6 +54,12 @@ def test_propagation_figure_draws_every_variant_on_both_panels():
     assert [r.cosine for r in bbcu] == pytest.approx([r.cosine for r in default], abs=0.05)
     fig = viz.propagation_figure(signals)
     assert [len(ax.lines) for ax in fig.axes] == [7, 6]  # six variants (+ the zero line on the left)
+    for i, (label, rows) in enumerate(signals.items()):
+        cosine, ratio = fig.axes[0].lines[i], fig.axes[1].lines[i]
+        assert cosine.get_label() == ratio.get_label() == label
+        assert cosine.get_xdata().tolist() == ratio.get_xdata().tolist() == [1, 2]
+        assert cosine.get_ydata().tolist() == [r.cosine for r in rows]
+        assert ratio.get_ydata().tolist() == [r.branch_ratio for r in rows]
 
 
 def test_binary_branches_off_leaves_the_skip_terms_only():

@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.text import Text
+from plotted import bar_heights, image_data, step_counts
 from torch import nn
 
 import binsr
 from binsr import viz
 from binsr.binary import SIGN_BACKWARDS, BinaryConv2d, sign_derivative
 from binsr.blocks import BBCUBlock, BBCUUnit, ResBlock
+from binsr.metrics import psnr_y
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +107,16 @@ def test_one_bit_image_thresholds_each_channel_at_its_mean():
 
 
 def test_sr_vs_classification_figure():
-    _check_figure(viz.sr_vs_classification_figure(_photo(), sigma=2.0), 4 + 1)  # and the error map's colour bar
+    photo = _photo()
+    fig = viz.sr_vs_classification_figure(photo, sigma=2.0, seed=5)
+    _check_figure(fig, 4 + 1)  # and the error map's colour bar
+    noisy = np.clip(np.round(photo + np.random.default_rng(5).normal(0.0, 2.0, photo.shape)), 0, 255)
+    means = photo.reshape(-1, 3).mean(axis=0)
+    assert np.array_equal(image_data(fig.axes[0]), photo)
+    assert np.array_equal(image_data(fig.axes[1]), np.where(photo > means, 255, 0))
+    assert np.array_equal(image_data(fig.axes[2]), noisy)
+    np.testing.assert_allclose(image_data(fig.axes[3]), np.abs(noisy - photo).mean(axis=2), rtol=1e-12)
+    assert fig.axes[2].get_title().endswith(f"PSNR(Y) {psnr_y(noisy.astype(np.uint8), photo, 0):.2f} dB")
 
 
 def test_the_error_panel_keeps_its_scale_across_noise_levels():
@@ -121,7 +133,18 @@ def test_cost_figure():
             n: binsr.summary(binsr.create_model(n, scale=2, n_feats=8, n_blocks=1), (8, 8))
             for n in ("edsr-fp", "edsr-bbcu")
         }
-    _check_figure(viz.cost_figure(costs), 2)
+    fig = viz.cost_figure(costs)
+    _check_figure(fig, 2)
+    ax_ops, ax_par = fig.axes
+    flops = [costs[n].flops / 1e9 for n in costs]
+    bops64 = [costs[n].bops / 64e9 for n in costs]
+    assert flops[1] > 0 and bops64 == [0.0, pytest.approx(bops64[1])] and bops64[1] > 0  # FP has no BOPs
+    bars = ax_ops.patches
+    assert [b.get_width() for b in bars] == pytest.approx(flops + bops64)  # FLOPs, then BOPs/64 stacked on them
+    assert [b.get_x() for b in bars[2:]] == pytest.approx(flops)
+    assert [b.get_width() for b in ax_par.patches] == pytest.approx([costs[n].params / 1e3 for n in costs])
+    assert [t.get_text() for t in ax_ops.get_yticklabels()] == list(costs)
+    assert [t.get_text() for t in ax_ops.texts] == [f" {f + b:.2f}" for f, b in zip(flops, bops64, strict=True)]
 
 
 # ---- 02 -------------------------------------------------------------------------------------------------
@@ -158,6 +181,19 @@ def test_sign_backward_figure():
     _check_figure(fig, 2)
     labelled = [line for line in fig.axes[0].lines if not line.get_label().startswith("_")]
     assert len(labelled) == 1 + len(SIGN_BACKWARDS)
+    forward, backward = fig.axes[0].lines, fig.axes[1].lines
+    x = forward[0].get_xdata().astype(np.float64)  # float32: the middle point is not exactly 0
+    np.testing.assert_allclose(x, np.linspace(-3.0, 3.0, 801), atol=1e-6)
+    inside = np.abs(x) < 1
+    approx = np.where(inside, 2 * x - x * abs(x), np.sign(x))
+    stand_ins = {"identity": x, "clipped": np.clip(x, -1, 1), "approx": approx}
+    slopes = {"identity": np.ones_like(x), "clipped": np.abs(x) <= 1, "approx": np.where(inside, 2 - 2 * np.abs(x), 0)}
+    assert np.array_equal(forward[0].get_ydata(), np.where(x > 0, 1.0, -1.0))
+    names = {"identity": "identity STE (4)", "clipped": "clipped STE (2)", "approx": "ApproxSign (3)"}
+    for i, b in enumerate(SIGN_BACKWARDS):
+        assert forward[1 + i].get_label() == backward[i].get_label() == names[b]
+        np.testing.assert_allclose(forward[1 + i].get_ydata(), stand_ins[b], atol=1e-6)
+        np.testing.assert_allclose(backward[i].get_ydata(), slopes[b], atol=1e-5)
 
 
 def test_threshold_loss_and_its_gradient():
@@ -191,7 +227,19 @@ def test_threshold_descent():
 
 
 def test_gradient_mismatch_figure():
-    _check_figure(viz.gradient_mismatch_figure(t0=2.0, steps=5, n=500), 2)
+    fig = viz.gradient_mismatch_figure(t0=2.0, target=0.5, steps=5, n=500)
+    _check_figure(fig, 2)
+    ts = np.linspace(-3.0, 3.0, 61)
+    true = [4 * math.exp(-t * t / 2) / math.sqrt(2 * math.pi) * np.sign(t - 0.5) for t in ts]
+    ax_g, ax_t = fig.axes
+    assert np.array_equal(ax_g.lines[0].get_xdata(), ts)
+    np.testing.assert_allclose(ax_g.lines[0].get_ydata(), true, rtol=1e-12)
+    for i, b in enumerate(SIGN_BACKWARDS):
+        surrogate = [viz.threshold_surrogate_gradient(t, 0.5, b, n=500) for t in ts[::10]]
+        np.testing.assert_allclose(ax_g.lines[1 + i].get_ydata()[::10], surrogate, rtol=1e-6)
+        path = viz.threshold_descent(b, t0=2.0, target=0.5, steps=5, n=500)["t"]
+        np.testing.assert_allclose(ax_t.lines[i].get_ydata(), path, rtol=1e-6)
+        assert ax_t.lines[i].get_label() == f"{b}: t={path[-1]:.2f}"
 
 
 # ---- 03 -------------------------------------------------------------------------------------------------
@@ -214,7 +262,18 @@ def test_rsign_apply_matches_the_definition():
 
 
 def test_rsign_figure():
-    _check_figure(viz.rsign_figure(torch.randn(4, 10, 12), threshold=0.2, channel=1), 4)
+    features = torch.randn(4, 10, 12)
+    fig = viz.rsign_figure(features, threshold=0.2, channel=1)
+    _check_figure(fig, 4)
+    ax_h, ax_x, ax_b, ax_f = fig.axes
+    x = features[1].numpy()
+    assert np.array_equal(bar_heights(ax_h), np.histogram(x.flatten(), bins=60)[0])
+    assert np.array_equal(image_data(ax_x), x)
+    assert np.array_equal(image_data(ax_b), np.where(x > 0.2, 1.0, -1.0))
+    plus = (features > 0.2).double().mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(bar_heights(ax_f), plus, rtol=1e-6)
+    assert ax_b.get_title() == f"sign(x - t):\n{plus[1]:.0%} are +1"
+    assert [to_hex(bar.get_facecolor()) for bar in ax_f.patches][1] == to_hex("tab:red")  # the channel shown
 
 
 def test_thermometer_by_hand():
@@ -234,7 +293,16 @@ def test_thermometer_figure_and_more_levels_help():
     x = torch.randn(40, 40, generator=torch.Generator().manual_seed(0))
     q = lambda n: torch.quantile(x.flatten(), torch.linspace(0, 1, n + 2)[1:-1])  # noqa: E731
     assert viz.correlation(viz.thermometer(x, q(8)), x) > viz.correlation(viz.thermometer(x, q(1)), x)
-    _check_figure(viz.thermometer_figure(x, levels=4), 2)
+    fig = viz.thermometer_figure(x, levels=4)
+    _check_figure(fig, 2)
+    thresholds = np.quantile(x.numpy(), [0.2, 0.4, 0.6, 0.8])
+    code = np.mean([np.where(x.numpy() > t, 1.0, -1.0) for t in thresholds], axis=0)
+    assert np.array_equal(image_data(fig.axes[0]), x.numpy())
+    np.testing.assert_allclose(image_data(fig.axes[1]), code, atol=1e-6)
+    r = np.corrcoef(code.flatten(), x.numpy().flatten())[0, 1]
+    assert fig.axes[1].get_title().endswith(f"correlation with x: {r:.3f}")
+    shared = viz.thermometer_figure(x, levels=4, shared=True)
+    assert np.array_equal(image_data(shared.axes[1]), np.where(x.numpy() > 0, 1.0, -1.0))
 
 
 def test_rprelu_apply_by_hand():
@@ -246,8 +314,25 @@ def test_rprelu_apply_by_hand():
 
 
 def test_rprelu_figure():
-    _check_figure(viz.rprelu_figure(0.1, 0.3, -0.2), 1)
-    _check_figure(viz.rprelu_figure(0.1, 0.3, -0.2, values=torch.randn(500)), 2)
+    fig = viz.rprelu_figure(0.1, 0.3, -0.2)
+    _check_figure(fig, 1)
+    identity, prelu, rprelu, pivot = fig.axes[0].lines[:4]  # then the axes lines
+    x = np.linspace(-3.0, 3.0, 401)
+    np.testing.assert_allclose(rprelu.get_xdata(), x, atol=1e-6)
+    np.testing.assert_allclose(identity.get_ydata(), x, atol=1e-6)
+    np.testing.assert_allclose(prelu.get_ydata(), np.where(x > 0, x, 0.25 * x), atol=1e-6)
+    np.testing.assert_allclose(rprelu.get_ydata(), np.where(x > 0.1, x - 0.1, 0.3 * (x - 0.1)) - 0.2, atol=1e-6)
+    assert (list(pivot.get_xdata()), list(pivot.get_ydata())) == ([0.1], [-0.2])
+    values = torch.randn(500)
+    fig = viz.rprelu_figure(0.1, 0.3, -0.2, values=values)
+    _check_figure(fig, 2)
+    v = values.numpy().astype(np.float64)
+    out = np.where(v > 0.1, v - 0.1, 0.3 * (v - 0.1)) - 0.2
+    bins = np.linspace(min(v.min(), out.min()), max(v.max(), out.max()), 80)
+    assert len(fig.axes[1].patches) == 2 * 79
+    counts = bar_heights(fig.axes[1])
+    assert np.array_equal(counts[:79], np.histogram(v, bins)[0])
+    assert np.abs(counts[79:] - np.histogram(out, bins)[0]).sum() <= 2  # float32 RPReLU vs float64 at bin edges
 
 
 # ---- 04 -------------------------------------------------------------------------------------------------
@@ -272,7 +357,23 @@ def test_alpha_error_curve_minimum_is_mean_abs():
 
 
 def test_alpha_error_figure():
-    _check_figure(viz.alpha_error_figure(torch.randn(50), alpha=0.5), 2)
+    w = torch.randn(50)
+    fig = viz.alpha_error_figure(w, alpha=0.5)
+    _check_figure(fig, 2)
+    ax_w, ax_e = fig.axes
+    ordered = np.sort(w.numpy())
+    assert np.array_equal(ax_w.lines[0].get_ydata(), ordered)
+    assert np.array_equal(ax_w.lines[1].get_ydata(), np.where(ordered > 0, 0.5, -0.5))
+    best = float(np.abs(w.numpy().astype(np.float64)).mean())
+    alphas = np.linspace(0.0, 2.5 * best, 201)
+    flat = w.numpy().astype(np.float64)
+    curve, mean_line, current = ax_e.lines
+    np.testing.assert_allclose(curve.get_xdata(), alphas, rtol=1e-6)
+    errors = [((flat - a * np.where(flat > 0, 1, -1)) ** 2).sum() for a in alphas]
+    np.testing.assert_allclose(curve.get_ydata(), errors, rtol=1e-6)
+    assert mean_line.get_xdata()[0] == pytest.approx(best, rel=1e-6)
+    assert current.get_xdata()[0] == 0.5
+    assert current.get_ydata()[0] == pytest.approx(((np.abs(flat) - 0.5) ** 2).sum(), rel=1e-6)
 
 
 def test_binary_convs_finds_every_binary_conv():
@@ -299,9 +400,32 @@ def test_train_and_track_counts_flips():
 
 def test_flips_and_alpha_figures():
     model = _tiny_model(alpha_mode="learnable")
-    record = viz.train_and_track(model, _photo(8, 8), _photo(16, 16, seed=1), steps=2)
-    _check_figure(viz.flips_figure(record), 2)
-    _check_figure(viz.alpha_comparison_figure(model), 2)
+    record = {"loss": np.array([0.3, 0.2, 0.25]), "flips": np.array([7, 0, 4])}
+    fig = viz.flips_figure(record)
+    _check_figure(fig, 2)
+    assert fig.axes[0].lines[0].get_xdata().tolist() == [1, 2, 3]
+    assert fig.axes[0].lines[0].get_ydata().tolist() == [0.3, 0.2, 0.25]
+    assert bar_heights(fig.axes[1]).tolist() == [7, 0, 4]
+    assert [bar.get_x() + bar.get_width() / 2 for bar in fig.axes[1].patches] == [1, 2, 3]
+    assert fig.axes[1].get_title() == "sign flips per step (total 11)"
+
+    model = _tiny_model(alpha_mode="learnable")
+    viz.train_and_track(model, _photo(8, 8), _photo(16, 16, seed=1), steps=2)
+    fig = viz.alpha_comparison_figure(model)
+    _check_figure(fig, 2)
+    alphas, means, err_alpha, err_mean = [], [], [], []
+    for _, conv in viz.binary_convs(model):
+        w = conv.weight.detach().double().flatten(1)
+        a, m = conv.scale().detach().double(), w.abs().mean(dim=1)
+        assert not torch.allclose(a, m)  # learned: the two axes differ
+        signs = torch.where(w > 0, 1.0, -1.0).double()
+        alphas += a.tolist()
+        means += m.tolist()
+        err_alpha += ((w - a[:, None] * signs) ** 2).sum(dim=1).tolist()
+        err_mean += ((w - m[:, None] * signs) ** 2).sum(dim=1).tolist()
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets(), np.c_[means, alphas], rtol=1e-5)
+    np.testing.assert_allclose(fig.axes[1].collections[0].get_offsets(), np.c_[err_mean, err_alpha], rtol=1e-4)
+    assert fig.axes[1].get_title().endswith(f"{sum(err_alpha) / sum(err_mean):.3f}× the optimum")
 
 
 def test_latent_walk():
@@ -317,7 +441,16 @@ def test_latent_walk():
 
 
 def test_latent_walk_figure():
-    _check_figure(viz.latent_walk_figure(10, 10, lr=0.1), 1)
+    fig = viz.latent_walk_figure(10, 10, lr=0.1)
+    _check_figure(fig, 1)
+    identity, clamped, clipped = fig.axes[0].lines[:3]
+    steps = np.r_[np.arange(11), np.arange(9, -1, -1)]  # +lr for 10 steps, then -lr for 10
+    np.testing.assert_allclose(identity.get_ydata(), 0.1 + 0.1 * steps, atol=1e-6)
+    assert identity.get_label() == "identity STE: 0 sign flip(s)"
+    pushes = np.r_[np.ones(10), -np.ones(10)]
+    assert np.array_equal(clamped.get_ydata(), viz.latent_walk(pushes, 0.1, 0.1, clamp=True))
+    assert np.array_equal(clipped.get_ydata(), viz.latent_walk(pushes, 0.1, 0.1, clamp=True, clip_weight=True))
+    assert clipped.get_label() == "clamped STE + clip W to [-1, 1]: 1 sign flip(s)"
 
 
 # ---- 05 -------------------------------------------------------------------------------------------------
@@ -349,7 +482,22 @@ def _unit_with(conv):
 
 def test_residual_placement_figure():
     r = viz.residual_placement(BinaryConv2d(4, 4), torch.randn(4, 8, 8))
-    _check_figure(viz.residual_placement_figure(r), 2)
+    fig = viz.residual_placement_figure(r)
+    _check_figure(fig, 2)
+    ax_s, ax_h = fig.axes
+    x = r["x"].flatten().numpy()
+    energy = lambda t: float((np.minimum(t, 0) ** 2).sum())  # noqa: E731
+    for i, key in enumerate(("outside", "inside")):
+        out = r[key].flatten().numpy()
+        # all 256 points are drawn (max_points 4000), shuffled: find each point's input x, check its output
+        points = np.asarray(ax_s.collections[i].get_offsets())
+        order = np.argsort(x)
+        j = order[np.searchsorted(x[order], points[:, 0])]
+        assert len(points) == len(set(j)) == x.size and np.array_equal(x[j], points[:, 0])
+        assert np.array_equal(out[j], points[:, 1])
+        assert np.array_equal(step_counts(ax_h.patches[i]), np.histogram(out, bins=100)[0])
+        assert ax_h.patches[i].get_label() == f"{key}: {energy(out) / energy(x):.0%}"
+    assert np.array_equal(step_counts(ax_h.patches[2]), np.histogram(x, bins=100)[0])
 
 
 def test_amplitude_ratio_scales_as_one_over_k():
@@ -372,6 +520,16 @@ def test_amplification_figure_draws_the_curve_it_is_given_or_computes_it():
     _check_figure(given, 2)
     for fig in (computed, given):
         np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), ratios)
+    with torch.no_grad():
+        branch = unit.conv(20.0 * x[None]).flatten().numpy()
+    residual = (20.0 * x).flatten().numpy()
+    ax_r, ax_h = given.axes
+    np.testing.assert_allclose(ax_r.lines[0].get_xdata(), np.logspace(-1, 3, 9))
+    assert ax_r.lines[1].get_xdata()[0] == 20.0
+    assert ax_r.lines[1].get_ydata()[0] == pytest.approx(branch.std(ddof=1) / residual.std(ddof=1), rel=1e-5)
+    bins = np.linspace(min(branch.min(), residual.min()), max(branch.max(), residual.max()), 100)
+    assert np.array_equal(step_counts(ax_h.patches[0]), np.histogram(residual, bins)[0])
+    assert np.array_equal(step_counts(ax_h.patches[1]), np.histogram(branch, bins)[0])
 
 
 def test_block_summary_counts_by_hand():

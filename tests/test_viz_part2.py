@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from plotted import bar_heights, image_data, step_counts
 
 import binsr
 from binsr import checkpoint, viz
@@ -112,9 +114,14 @@ def test_branch_share_without_attention_is_the_plain_ratio():
 
 def test_gate_summary_and_figures():
     model = _proposed("pixel", "se")
+    with torch.no_grad():  # gates start at 1 everywhere: moved, so that each map and each unit differ
+        for name, p in model.named_parameters():
+            if ".att_" in name:
+                p.add_(0.5 * torch.randn_like(p))
     image = _image()
     signals = viz.attention_signals(model, image)
     rows = viz.gate_summary(signals, image=image)
+    assert len({r["m_b_mean"] for r in rows} | {r["m_r_mean"] for r in rows}) == 8
     assert len(rows) == 4
     for r in rows:
         for key in ("m_b_off", "m_b_on", "m_r_off", "m_r_on", "share", "share_without_attention"):
@@ -124,10 +131,28 @@ def test_gate_summary_and_figures():
     none_rows = viz.gate_summary(viz.attention_signals(_proposed("none", "none"), image))
     assert all(r["share"] == pytest.approx(r["share_without_attention"]) for r in none_rows)
     assert all(r["edge_corr"] is None and r["m_b_on"] == 1.0 for r in none_rows)
-    assert isinstance(viz.gate_figure(rows), Figure)
+    fig = viz.gate_figure(rows)
+    ax_g, ax_s = fig.axes
+    for (bars, key, shift) in zip(ax_g.containers, ("m_b", "m_r"), (-0.15, 0.15), strict=True):
+        points = bars.lines[0]
+        np.testing.assert_allclose(points.get_xdata(), np.arange(4) + shift)
+        assert points.get_ydata().tolist() == [r[f"{key}_mean"] for r in rows]
+        ends = np.array(bars.lines[2][0].get_segments())[:, :, 1]  # each error bar: (x, p10) to (x, p90)
+        np.testing.assert_allclose(ends, [[r[f"{key}_p10"], r[f"{key}_p90"]] for r in rows])
+    assert ax_s.lines[0].get_ydata().tolist() == [r["share"] for r in rows]
+    assert ax_s.lines[1].get_ydata().tolist() == [r["share_without_attention"] for r in rows]
     for block, unit in ((0, 0), (1, 1)):
         fig = viz.attention_browser_figure(image, signals, block=block, unit=unit, channel=3)
         assert isinstance(fig, Figure) and len(fig.axes) >= 4
+        s = signals[f"body.{block}.{unit}"]
+        ax_i, ax_b, _, _ = fig.axes[:4]
+        assert np.array_equal(image_data(ax_i), image)
+        assert np.array_equal(image_data(ax_b), s["m_b"][3].numpy())  # pixel attention: the channel asked for
+        assert np.array_equal(bar_heights(fig.axes[2]), s["m_r"].flatten().numpy())  # SE: a weight per channel
+        assert [to_hex(b.get_facecolor()) for b in fig.axes[2].patches].index(to_hex("tab:red")) == 3
+        b = (s["a1"] * s["m_b"] * s["branch"]).abs().sum(dim=0)
+        r = (s["a2"] * s["m_r"] * s["x"]).abs().sum(dim=0)
+        np.testing.assert_allclose(image_data(fig.axes[3]), (b / (b + r)).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="no attentive unit"):
         viz.attention_browser_figure(image, signals, block=5)
 
@@ -156,7 +181,13 @@ def test_branch_scales():
     assert list(s["names"]) == ["body.0.0", "body.0.1", "body.1.0", "body.1.1"]
     np.testing.assert_allclose(s["a1"], [1, 1, 2.5, 1])
     np.testing.assert_allclose(s["a2"], [1, 1, 1, 1])
-    assert isinstance(viz.branch_scales_figure(model), Figure)
+    with torch.no_grad():
+        viz.attentive_units(model)[1][1].a2.fill_(0.5)
+    ax_a, ax_r = viz.branch_scales_figure(model).axes
+    np.testing.assert_allclose(ax_a.lines[0].get_ydata(), [1, 1, 2.5, 1])
+    np.testing.assert_allclose(ax_a.lines[1].get_ydata(), [1, 0.5, 1, 1])
+    np.testing.assert_allclose([b.get_y() + b.get_height() for b in ax_r.patches], [1, 2, 2.5, 1])  # bars from 1
+    assert [t.get_text() for t in ax_a.get_xticklabels()] == ["0.0", "0.1", "1.0", "1.1"]
 
 
 def test_edge_strength_is_zero_on_flat_images():
@@ -230,10 +261,38 @@ def test_activation_figures():
         "proposed": _proposed(n_blocks=2),
     }
     stats = {label: viz.body_activations(m, _image()) for label, m in models.items()}
-    assert len(viz.activation_figure(stats, block=1, unit=1).axes) == 3
-    assert isinstance(viz.branch_stages_figure(stats["proposed"], 0, 1, "proposed"), Figure)
-    assert isinstance(viz.imbalance_figure({k: stats[k] for k in ("BBCU", "proposed")}), Figure)
-    assert isinstance(viz.stream_figure(stats), Figure)
+    ax_x, ax_t, ax_p = viz.activation_figure(stats, block=1, unit=1).axes
+    for patch, s in zip(ax_x.patches, stats.values(), strict=True):
+        assert np.array_equal(step_counts(patch), np.histogram(s[1]["input"], bins=80)[0])
+    for i, label in enumerate(("BBCU", "proposed")):  # FP has no RSign: no curve
+        b = stats[label][1]
+        window = np.histogram(np.clip(b["rsign_in"][1], -6, 6), np.linspace(-6, 6, 97))[0]
+        assert np.array_equal(step_counts(ax_t.patches[i]), window)
+        assert ax_t.patches[i].get_label() == f"{label}: {b['in_window'][1]:.0%}"
+        assert np.array_equal(ax_p.lines[i].get_ydata(), np.sort(b["plus"][1]))
+
+    b = stats["proposed"][0]
+    ax = viz.branch_stages_figure(stats["proposed"], 0, 1, "proposed").axes[0]
+    stages = (b["pre"][1], b["post"][1], b["gated"][1])
+    lo = min(np.quantile(v, 0.001) for v in stages)
+    hi = max(np.quantile(v, 0.999) for v in stages)
+    for patch, v in zip(ax.patches, stages, strict=True):
+        assert np.array_equal(step_counts(patch), np.histogram(np.clip(v, lo, hi), np.linspace(lo, hi, 100))[0])
+        assert f"mean {v.mean():.3f}, std {v.std():.3f}" in patch.get_label()
+
+    ax_i, ax_w = viz.imbalance_figure({k: stats[k] for k in ("BBCU", "proposed")}).axes
+    for line_i, line_w, label in zip(ax_i.lines, ax_w.lines, ("BBCU", "proposed"), strict=True):
+        plus = [p for block in stats[label] for p in block["plus"]]
+        assert len(plus) == 4
+        np.testing.assert_allclose(line_i.get_ydata(), [np.abs(p - 0.5).mean() for p in plus], rtol=1e-6)
+        assert line_w.get_ydata().tolist() == [w for block in stats[label] for w in block["in_window"]]
+
+    lines = viz.stream_figure(stats).axes[0].lines
+    assert [line.get_label() for line in lines] == list(stats)
+    for line, model in zip(lines, models.values(), strict=True):
+        k = float(getattr(model, "k", 1.0))
+        stream = [float((viz.capture(model, _image(), f"body.{i}", which="input") / k).std()) for i in range(2)]
+        np.testing.assert_allclose(line.get_ydata(), stream, rtol=1e-5)
     with pytest.raises(ValueError, match="no binary branch"):
         viz.branch_stages_figure(stats["FP"], 0)
 
@@ -262,7 +321,12 @@ def test_training_log_records_and_calls_back():
     assert log.loss[-1] == pytest.approx(1 / 7)
     assert (log.val_steps, log.val_psnr) == ([5], [25.0])  # recorded once, when it first appears
     assert calls == [3, 5, 6, 7]  # every 3rd step, a new validation, and the last step
-    assert isinstance(viz.training_figure(log, {"bicubic": 30.0, "BBCU shipped": 31.0}), Figure)
+    ax_l, ax_p = viz.training_figure(log, {"bicubic": 30.0, "BBCU shipped": 31.0}).axes
+    assert ax_l.lines[0].get_xdata().tolist() == list(range(1, 8))
+    assert ax_l.lines[0].get_ydata() == pytest.approx([1 / s for s in range(1, 8)])
+    assert [(line.get_ydata()[0], line.get_label()) for line in ax_p.lines] == [
+        (30.0, "bicubic: 30.00 dB"), (31.0, "BBCU shipped: 31.00 dB"), (25.0, "this run: 25.00 dB")]  # fmt: skip
+    assert ax_p.lines[2].get_xdata().tolist() == [5]
     assert isinstance(viz.training_figure(viz.TrainingLog(total=5)), Figure)  # an empty log draws too
 
 
@@ -324,9 +388,23 @@ def test_crop_figures():
     fig = viz.crop_compare_figure(hr, outputs, 2, 0.5, 0.5, 32)
     assert len(fig.axes) == 2 * 3 + 1  # 2 rows x (HR + 2 outputs) + a colour bar
     assert "inf dB" in fig.axes[2].get_title()  # output b equals HR
+    top, bottom = fig.axes[:3], fig.axes[3:6]  # the axes go row by row
+    crop = (slice(8, 40), slice(16, 48))  # the middle of the free range: (48 - 32) / 2, (64 - 32) / 2
+    for ax, shown in zip(top, (hr, outputs["a"], outputs["b"]), strict=True):
+        assert np.array_equal(image_data(ax), shown[crop])
+    assert np.array_equal(image_data(bottom[0]), hr) and bottom[0].get_title() == "crop at (8, 16)"
+    y = lambda im: 16 + (65.481 * im[..., 0] + 128.553 * im[..., 1] + 24.966 * im[..., 2]) / 255  # noqa: E731
+    error = np.abs(y(outputs["a"][crop].astype(np.float64)) - y(hr[crop].astype(np.float64)))
+    np.testing.assert_allclose(image_data(bottom[1]), error, rtol=1e-9)
+    assert not image_data(bottom[2]).any()
+    psnr = 10 * np.log10(255**2 / np.mean((y(outputs["a"] * 1.0) - y(hr * 1.0))[2:-2, 2:-2] ** 2))
+    assert fig.axes[1].get_title() == f"a\n{psnr:.2f} dB"
     assert isinstance(viz.side_by_side_crop({"x": (hr, outputs)}, "x", 2, 0.1, 0.9, 16), Figure)
     fig = viz.error_difference_figure(hr, outputs["b"], outputs["a"], ("b", "a"), crop=(0, 0, 32))
-    assert "b closer on" in fig.axes[1].get_title()
+    diff = viz.y_error(outputs["a"][:32, :32], hr[:32, :32])  # b equals HR: all of a's error is b's lead
+    assert np.array_equal(image_data(fig.axes[0]), hr[:32, :32])
+    np.testing.assert_allclose(image_data(fig.axes[1]), diff, rtol=1e-12)
+    assert fig.axes[1].get_title().startswith(f"b closer on {(diff > 0.5).mean():.0%} of pixels\na closer on 0%")
 
 
 def _results():
@@ -351,7 +429,13 @@ def test_per_image_table():
 def test_paired_difference():
     diffs = viz.paired_difference(_results(), "proposed", "BBCU")
     assert [(d["image"], d["diff"]) for d in diffs] == [("baby", 0.5), ("bird", -1.0)]
-    assert "better on 1 of 2 images" in viz.paired_difference_figure(diffs, ("proposed", "BBCU")).axes[0].get_title()
+    ax = viz.paired_difference_figure(diffs, ("proposed", "BBCU")).axes[0]
+    assert "better on 1 of 2 images" in ax.get_title()
+    assert bar_heights(ax).tolist() == [0.5, -1.0]
+    colors = [to_hex(viz.model_color(m)) for m in ("proposed", "BBCU")]  # the better model's, per image
+    assert [to_hex(bar.get_facecolor()) for bar in ax.patches] == colors
+    assert ax.lines[1].get_ydata()[0] == -0.25  # the mean
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Set5/baby", "Set5/bird"]
 
 
 def test_manifest_table_and_results(tmp_path):
@@ -402,6 +486,12 @@ def test_weight_bits_decode_the_packed_layout():
     assert viz.weight_bits(packed, 0).shape == (9, 70)
     fig = viz.bit_layout_figure(conv, packed, out_channel=5)
     assert fig.axes[2].get_title() == "differences: 0"
+    signs = (conv.weight[5] > 0).flatten(1).T.numpy()  # (taps, channels)
+    assert np.array_equal(image_data(fig.axes[0]), signs) and np.array_equal(image_data(fig.axes[1]), signs)
+    assert not image_data(fig.axes[2]).any()
+    packed.bits[0, 0, 1, 5] ^= 1  # channel 64 of tap (0, 0) flipped in the packed words only
+    fig = viz.bit_layout_figure(conv, packed, out_channel=5)
+    assert fig.axes[2].get_title() == "differences: 1" and np.argwhere(image_data(fig.axes[2])).tolist() == [[0, 64]]
 
 
 def test_word_bits():
@@ -424,11 +514,16 @@ def test_accumulator_check_is_exact(name):
 
 
 def test_size_and_bench_figures():
-    fig = viz.size_figure({"BBCU": {"checkpoint": 800 * 1024, ".binsr": 240 * 1024}})
-    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["BBCU: checkpoint", "BBCU: .binsr"]
+    fig = viz.size_figure({"BBCU": {"float32 checkpoint": 800 * 1024, ".binsr": 240 * 1024}, "FP": {"x": 512}})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["BBCU: float32 checkpoint", "BBCU: .binsr", "FP: x"]
+    assert [bar.get_width() for bar in ax.patches] == [800.0, 240.0, 0.5]
+    assert [bar.get_hatch() for bar in ax.patches] == ["//", "", ""]
+    assert [t.get_text() for t in ax.texts] == [" 800.0 KiB", " 240.0 KiB", " 0.5 KiB"]
     row = {"case": "conv", "shape": "32->32 @96x96", "kernel": "avx2", "threads": 2, "speedup": 3.0}
     rows = [row, {**row, "case": "pack + conv", "speedup": 0.5}]
     fig = viz.bench_figure(rows)
     assert [t.get_text() for t in fig.axes[0].texts] == ["3.0x", "0.5x"]
+    assert bar_heights(fig.axes[0]).tolist() == [3.0, 0.5]
     # the kernel that ran, and so the instruction set, under every bar
     assert fig.axes[0].get_xticklabels()[0].get_text() == "conv\n32->32 @96x96\navx2 kernel, 2 thr."
