@@ -7,6 +7,11 @@ load the cached library in milliseconds, once it matches the size and SHA-256 re
 warning). Without a compiler, or where the build fails, `build` raises `NativeUnavailable` with the reason and
 `binsr.xnor` runs its portable numba kernels instead.
 
+The library's interface is declared here in full: `binsr_conv` takes one `ConvCall` struct, mirrored field for
+field by the ctypes `ConvCall` below, and `build` refuses a library whose interface version (`binsr_abi`) or struct
+size differs from this module's, so that a mismatch is one line of error instead of arguments read from the wrong
+places.
+
 OpenMP comes from gcc's libgomp, the runtime torch's Linux wheels bundle under the same name (libgomp.so.1): the
 loader keeps one copy per process, so the kernel's parallel rows run on torch's own worker threads. Those spin
 for a while after every torch op, and a second thread pool would compete with them for the cores.
@@ -37,7 +42,45 @@ ISAS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "avx2": (("avx2", "popcnt"), ("-DBINSR_AVX2", "-mavx2", "-mpopcnt")),
 }
 FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-ffp-contract=off", "-std=gnu11")
-_POINTER, _INT = ctypes.c_void_p, ctypes.c_int64
+ABI = 1  # BINSR_ABI of xnor_native.c: raise both with any change to ConvCall or to a function's parameters
+
+
+class ConvCall(ctypes.Structure):
+    """The one argument of `binsr_conv`: `ConvCall` of xnor_native.c, the same fields in the same order (the
+    shapes are `binsr.packing`'s)."""
+
+    _fields_ = [
+        ("act", ctypes.c_void_p),  # the packed input map
+        ("weights", ctypes.c_void_p),  # PackedConv.bits
+        ("base", ctypes.c_void_p),
+        ("alpha", ctypes.c_void_p),
+        ("rprelu", ctypes.c_void_p),  # or NULL
+        ("residual", ctypes.c_void_p),  # or NULL; may be `out` itself
+        ("out", ctypes.c_void_p),
+        ("next_threshold", ctypes.c_void_p),  # or NULL: no packed output
+        ("next", ctypes.c_void_p),  # the next layer's packed map, or NULL
+        ("n_img", ctypes.c_int64),
+        ("height", ctypes.c_int64),
+        ("width", ctypes.c_int64),
+        ("channels", ctypes.c_int64),
+        ("out_channels", ctypes.c_int64),
+        ("opad", ctypes.c_int64),  # output channels padded to whole vectors: PackedConv.bits.shape[3]
+        ("k", ctypes.c_int64),
+        ("threads", ctypes.c_int32),
+    ]
+
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+# Each exported function: its result and its parameters, as xnor_native.c declares them.
+SIGNATURES: dict[str, tuple[type | None, tuple[type, ...]]] = {
+    "binsr_abi": (_I, ()),
+    "binsr_conv_call_size": (_I, ()),
+    "binsr_conv_call_offsets": (_I, (ctypes.POINTER(_I),)),  # room for 32 offsets
+    "binsr_pack": (None, (_P, _P, _P, _I, _I, _I, _I, ctypes.c_int)),  # x, threshold, packed, N, H, W, C, threads
+    "binsr_pack_nchw": (None, (_P, _P, _P, _I, _I, _I, _I, ctypes.c_int)),  # x, threshold, packed, N, C, H, W, thr.
+    "binsr_to_nchw": (None, (_P, _P, _I, _I, _I, _I, ctypes.c_int)),  # x, y, N, H, W, C, threads
+    "binsr_conv": (None, (ctypes.POINTER(ConvCall),)),
+}
 
 
 class NativeUnavailable(RuntimeError):
@@ -115,15 +158,22 @@ def build(isa: str) -> ctypes.CDLL:
             warnings.warn(f"{found} does not match the size and SHA-256 recorded when it was built; compiling it again",
                           RuntimeWarning, stacklevel=2)  # fmt: skip
         _compile(command, path)
-    library = ctypes.CDLL(str(path))
-    library.binsr_pack.argtypes = [_POINTER] * 3 + [_INT] * 4 + [ctypes.c_int]
-    library.binsr_pack.restype = None
-    library.binsr_conv.argtypes = [_POINTER] * 9 + [_INT] * 7 + [ctypes.c_int]
-    library.binsr_conv.restype = None
-    library.binsr_pack_nchw.argtypes = [_POINTER] * 3 + [_INT] * 4 + [ctypes.c_int]
-    library.binsr_pack_nchw.restype = None
-    library.binsr_to_nchw.argtypes = [_POINTER] * 2 + [_INT] * 4 + [ctypes.c_int]
-    library.binsr_to_nchw.restype = None
+    return _checked(ctypes.CDLL(str(path)), path)
+
+
+def _checked(library: ctypes.CDLL, path: Path) -> ctypes.CDLL:
+    """`library` with its functions declared, once its interface version and ConvCall's size are this module's."""
+    for name, (result, parameters) in SIGNATURES.items():
+        function = getattr(library, name, None)
+        if function is None:
+            raise NativeUnavailable(f"{path} has no function {name}: not a library of this binsr version")
+        function.restype, function.argtypes = result, parameters
+    found, expected = (library.binsr_abi(), library.binsr_conv_call_size()), (ABI, ctypes.sizeof(ConvCall))
+    if found != expected:
+        raise NativeUnavailable(
+            f"{path} has interface version {found[0]} and a {found[1]}-byte ConvCall; "
+            f"binsr.native expects version {expected[0]} and {expected[1]} bytes"
+        )
     return library
 
 

@@ -1,25 +1,18 @@
-"""Bit-packed XNOR + popcount engine for BinaryConv2d: packing, the conv kernels, and their fused output stage.
+"""The XNOR engine's kernels and which one runs: BinaryConv2d's forward on bit-packed maps, and its fused output stage.
 
-Activations are packed along channels: pixel (y, x) holds one uint32 word for C <= 32 channels, else ceil(C/64)
-uint64 words, bit b of word w being +1 iff x[bits*w + b] > threshold (RSign exactly, so NaN and ties give -1 =
-bit 0). Weights are packed the same way per output channel and tap. For ±1 vectors of length K,
-a . b = K - 2 popcount(a XOR b).
-
-Zero padding has no 1-bit code, so a packed map carries a one-pixel border of +1 and the kernel subtracts what
-the border contributed: an out-of-image tap of output channel o adds sum_c sign(W[o, c, tap]), a constant
-per output channel and border case (first/last row, first/last column). `PackedConv.base` holds k*k*C minus
-that constant, so  accumulator = base[row case, column case, o] - 2 popcount  equals F.conv2d of the ±1
-tensors with zero padding exactly. Padding bits beyond C are 0 in activations and weights alike: no count.
+The packed format (activation maps with a +1 border, `PackedConv`) is `binsr.packing`'s; its names are re-exported
+here, so that `xnor.pack_conv`, `xnor.n_words` and the others keep working.
 
 The fused stage computes, per output, float32(accumulator) * alpha -> RPReLU -> + residual in float32 in the
 torch op order (never contracted to FMA, which would round differently), and thresholds the result into the
 next layer's packed map, so a binary body reads and writes one float map per unit and nothing else.
 
 Three kernels compute all this from the same packed maps and weights, bit-exact alike; `setup` picks one per
-process, by default the first of KERNELS that this machine runs:
+process (a `Kernel`), by default the first of KERNELS that this machine runs:
 
-    "avx512"    C (`binsr/xnor_native.c`), AVX-512 with VPOPCNTDQ: a zmm holds one weight word of 16 (uint32) or
-                8 (uint64) output channels; one activation word, broadcast, is xored with it and vpopcnt-ed
+    "avx512"    C (`binsr/xnor_native.c`, loaded by `binsr.native`), AVX-512 with VPOPCNTDQ: a zmm holds one weight
+                word of 16 (uint32) or 8 (uint64) output channels; one activation word, broadcast, is xored with it
+                and vpopcnt-ed
     "avx2"      the same C with ymm vectors and the popcount as two 4-bit table lookups (vpshufb)
     "portable"  numba (`binsr.xnor_portable`), any CPU and no compiler: 4 output channels at a time with scalar
                 popcounts
@@ -30,6 +23,7 @@ Every kernel uses as many threads as torch (torch.set_num_threads).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import warnings
@@ -39,105 +33,96 @@ import numpy as np
 import torch
 
 from binsr import native
+from binsr.packing import (  # noqa: F401 (the format's names, re-exported: notebooks use them as xnor.NAME)
+    KERNEL_SIZES,
+    VECTOR_BYTES,
+    PackedConv,
+    address,
+    empty_packed,
+    n_words,
+    pack_conv,
+    word_bits,
+    word_dtype,
+)
 
 KERNELS: tuple[str, ...] = ("avx512", "avx2", "portable")
-KERNEL_SIZES = (1, 3)
-VECTOR_BYTES = 64  # weights hold whole 64-byte vectors of output channels (zero-padded), for the widest kernel
 
 
-def word_bits(channels: int) -> int:
-    """Bits per packed word: 32 for up to 32 channels (a 64-bit word would be half empty), else 64."""
-    return 32 if channels <= 32 else 64
-
-
-def word_dtype(channels: int) -> np.dtype:
-    """The packed words' dtype for `channels` channels: uint32 or uint64."""
-    return np.dtype(np.uint32 if channels <= 32 else np.uint64)
-
-
-def n_words(channels: int) -> int:
-    """Packed words per pixel for `channels` channels."""
-    return -(-channels // word_bits(channels))
-
-
-@functools.cache
-def _border(channels: int) -> np.ndarray:
-    """The words of a +1 pixel: a 1 bit for every real channel, 0 in the padding bits (as in the weights)."""
-    bits = np.zeros(n_words(channels) * word_bits(channels), bool)
-    bits[:channels] = True
-    return np.packbits(bits, bitorder="little").view(f"<u{word_bits(channels) // 8}").astype(word_dtype(channels))
-
-
-def empty_packed(n: int, height: int, width: int, channels: int) -> np.ndarray:
-    """An (n, height+2, width+2, words) packed map with the +1 border set and the interior unset."""
-    packed = np.empty((n, height + 2, width + 2, n_words(channels)), word_dtype(channels))
-    border = _border(channels)
-    packed[:, 0], packed[:, -1], packed[:, :, 0], packed[:, :, -1] = border, border, border, border
-    return packed
+# ---- the kernels -----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class PackedConv:
-    """One BinaryConv2d in kernel form: sign(W) bits, the border table, alpha and RPReLU's (gamma, beta, zeta).
+class Kernel:
+    """One XNOR kernel: its name and, for a native one, its library (`binsr.native.build`); the portable kernel has
+    none and runs `binsr.xnor_portable`. Its methods fill arrays that the functions below have checked and
+    allocated, on torch's thread count."""
 
-    bits: (k, k, words, O') words: bits[dy, dx, w, o] is word w of tap (dy, dx) of output channel o, channel
-        bits*w + b in bit b; O' is O rounded up to whole 64-byte vectors (16 or 8 outputs), the extra outputs 0.
-    base: (4, 4, O) int32 by (row case, column case); case bit 0 = first, bit 1 = last row/column.
-    """
+    name: str
+    library: ctypes.CDLL | None
 
-    bits: np.ndarray
-    base: np.ndarray
-    alpha: np.ndarray
-    rprelu: np.ndarray | None  # (3, O) float32 rows gamma, beta, zeta
-    in_channels: int
-    kernel_size: int
+    def pack(self, x: np.ndarray, threshold: np.ndarray, packed: np.ndarray) -> None:
+        """The interior of `packed` from an (N, H, W, C) map."""
+        if self.library is None:
+            from binsr import xnor_portable  # numba takes a second to import: only for this kernel
 
-    @property
-    def out_channels(self) -> int:
-        return self.base.shape[2]
+            xnor_portable.pack(x, threshold, packed, _threads())
+        else:
+            self.library.binsr_pack(address(x), address(threshold), address(packed), *x.shape, _threads())
 
-    @functools.cached_property
-    def pointers(self) -> tuple[int | None, ...]:
-        """Addresses of bits, base, alpha and rprelu for the native kernels (numpy's .ctypes is slow per call)."""
-        return tuple(map(_pointer, (self.bits, self.base, self.alpha, self.rprelu)))
+    def pack_nchw(self, x: np.ndarray, threshold: np.ndarray, packed: np.ndarray) -> None:
+        """The interior of `packed` from an (N, C, H, W) map."""
+        if self.library is None:
+            self.pack(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), threshold, packed)
+        else:
+            self.library.binsr_pack_nchw(address(x), address(threshold), address(packed), *x.shape, _threads())
+
+    def to_nchw(self, x: np.ndarray, out: np.ndarray) -> None:
+        """`out` (N, C, H, W) from `x` (N, H, W, C)."""
+        if self.library is None:
+            np.copyto(out, x.transpose(0, 3, 1, 2))
+        else:
+            self.library.binsr_to_nchw(address(x), address(out), *x.shape, _threads())
+
+    def conv(
+        self,
+        packed: np.ndarray,
+        conv: PackedConv,
+        residual: np.ndarray | None,
+        next_threshold: np.ndarray | None,
+        out: np.ndarray,
+        nxt: np.ndarray | None,
+    ) -> None:
+        """`xnor_conv` into `out`, and into `nxt` (the next layer's packed map) with `next_threshold`."""
+        if self.library is None:
+            from binsr import xnor_portable
+
+            xnor_portable.conv(packed, conv, residual, next_threshold, out, nxt, _threads())
+            return
+        weights, base, alpha, rprelu = conv.pointers
+        n_img, height, width, out_channels = out.shape
+        call = native.ConvCall(
+            act=address(packed),
+            weights=weights,
+            base=base,
+            alpha=alpha,
+            rprelu=rprelu,
+            residual=address(residual),
+            out=address(out),
+            next_threshold=address(next_threshold),
+            next=address(nxt),
+            n_img=n_img,
+            height=height,
+            width=width,
+            channels=conv.in_channels,
+            out_channels=out_channels,
+            opad=conv.bits.shape[3],
+            k=conv.kernel_size,
+            threads=_threads(),
+        )
+        self.library.binsr_conv(ctypes.byref(call))
 
 
-def pack_conv(weight: np.ndarray, alpha: np.ndarray | None = None, rprelu: np.ndarray | None = None) -> PackedConv:
-    """Pack float weights (O, C, k, k) by sign (+1 iff w > 0); alpha defaults to 1 (raw accumulators)."""
-    if weight.ndim != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] not in KERNEL_SIZES:
-        raise ValueError(f"expected (O, C, k, k) weights with k in {KERNEL_SIZES}, got shape {weight.shape}")
-    out_channels, channels, k, _ = weight.shape
-    bits = word_bits(channels)
-    lanes = VECTOR_BYTES * 8 // bits
-    positive = np.zeros((-(-out_channels // lanes) * lanes, k, k, n_words(channels) * bits), bool)
-    positive[:out_channels, :, :, :channels] = weight.transpose(0, 2, 3, 1) > 0
-    words = np.packbits(positive, axis=-1, bitorder="little").view(f"<u{bits // 8}").astype(word_dtype(channels))
-
-    tap_sums = np.where(weight > 0, 1, -1).sum(axis=1)  # (O, k, k): what a +1 border pixel adds
-    base = np.empty((4, 4, out_channels), np.int32)
-    for row_case in range(4):
-        for col_case in range(4):
-            outside = np.zeros((k, k), bool)
-            if k > 1:
-                outside[0, :] |= bool(row_case & 1)
-                outside[-1, :] |= bool(row_case & 2)
-                outside[:, 0] |= bool(col_case & 1)
-                outside[:, -1] |= bool(col_case & 2)
-            base[row_case, col_case] = k * k * channels - tap_sums[:, outside].sum(axis=1)
-
-    alpha = np.ones(out_channels, np.float32) if alpha is None else np.ascontiguousarray(alpha, np.float32)
-    if alpha.shape != (out_channels,):
-        raise ValueError(f"alpha has shape {alpha.shape}; expected ({out_channels},)")
-    if rprelu is not None:
-        rprelu = np.ascontiguousarray(rprelu, np.float32)
-        if rprelu.shape != (3, out_channels):
-            raise ValueError(f"rprelu has shape {rprelu.shape}; expected (3, {out_channels})")
-    return PackedConv(np.ascontiguousarray(words.transpose(1, 2, 3, 0)), base, alpha, rprelu, channels, k)
-
-
-# ---- which kernel runs ----------------------------------------------------------------------------------------
-
-_kernel: str | None = None  # chosen by setup
+_current: Kernel | None = None  # chosen by setup
 
 
 @functools.cache
@@ -165,23 +150,28 @@ def setup(kernel: str = "auto") -> str:
     notebook 10 call this first and print the line; code that does not gets "auto" at its first packed conv.
     Nothing else in the process changes: no environment variable, no thread setting.
     """
-    global _kernel
+    global _current
     if kernel == "auto":
         kernel = next(name for name in KERNELS if kernel_problem(name) is None)
     elif kernel_problem(kernel) is not None:
         raise ValueError(f"XNOR kernel {kernel!r} cannot run here: {kernel_problem(kernel)}")
-    _kernel = kernel
+    _current = Kernel(kernel, None if kernel == "portable" else native.build(kernel))
     return describe()
 
 
-def current_kernel() -> str:
+def current() -> Kernel:
     """The kernel that packed convs run on (chosen by `setup`, "auto" if it was not called; a fall-back to the
     portable kernel on an x86 CPU with AVX2 then warns once, with the reason)."""
-    if _kernel is None:
+    if _current is None:
         line = setup()
-        if _kernel == "portable" and not native.missing_features("avx2"):
-            warnings.warn(line, RuntimeWarning, stacklevel=2)
-    return _kernel
+        if _current.name == "portable" and not native.missing_features("avx2"):
+            warnings.warn(line, RuntimeWarning, stacklevel=3)
+    return _current
+
+
+def current_kernel() -> str:
+    """The name of the kernel that packed convs run on (see `current`)."""
+    return current().name
 
 
 def describe() -> str:
@@ -200,17 +190,12 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _pointer(array: np.ndarray | None) -> int | None:
-    # the array interface, not array.ctypes.data: that builds a ctypes object per call (1.5 us, 5 per conv)
-    return None if array is None else array.__array_interface__["data"][0]
-
-
 def _aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     """An uninitialised float32 array starting on a VECTOR_BYTES boundary (numpy guarantees only 16 bytes), so
     that the native kernels may write it with whole-vector non-temporal stores."""
     size = math.prod(shape)  # not np.prod: 9 us a call, half of a small conv's overhead
     buffer = np.empty(size + VECTOR_BYTES // 4, np.float32)
-    start = (-_pointer(buffer) % VECTOR_BYTES) // 4
+    start = (-address(buffer) % VECTOR_BYTES) // 4
     return buffer[start : start + size].reshape(shape)
 
 
@@ -224,14 +209,7 @@ def pack_activations(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an (N, H, W, {threshold.size}) float32 array, got {x.shape} {x.dtype}")
     x = np.ascontiguousarray(x)
     packed = empty_packed(x.shape[0], x.shape[1], x.shape[2], threshold.size)
-    if current_kernel() == "portable":
-        from binsr import xnor_portable
-
-        xnor_portable.pack(x, threshold, packed, _threads())
-    else:
-        native.build(current_kernel()).binsr_pack(
-            _pointer(x), _pointer(threshold), _pointer(packed), *x.shape, _threads()
-        )
+    current().pack(x, threshold, packed)
     return packed
 
 
@@ -241,14 +219,10 @@ def pack_activations_nchw(x: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     threshold = np.ascontiguousarray(threshold, np.float32)
     if x.ndim != 4 or x.shape[1] != threshold.size or threshold.size == 0 or x.dtype != np.float32:
         raise ValueError(f"expected an (N, {threshold.size}, H, W) float32 array, got {x.shape} {x.dtype}")
-    if current_kernel() == "portable":
-        return pack_activations(x.transpose(0, 2, 3, 1), threshold)
     x = np.ascontiguousarray(x)
     n, channels, height, width = x.shape
     packed = empty_packed(n, height, width, channels)
-    native.build(current_kernel()).binsr_pack_nchw(
-        _pointer(x), _pointer(threshold), _pointer(packed), n, channels, height, width, _threads()
-    )
+    current().pack_nchw(x, threshold, packed)
     return packed
 
 
@@ -257,12 +231,10 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
     (natively 0.3x the time of numpy's transposing copy; the strides are the standard ones even for 1x1 maps)."""
     if x.ndim != 4 or x.dtype != np.float32:
         raise ValueError(f"expected an (N, H, W, C) float32 array, got {x.shape} {x.dtype}")
-    if current_kernel() == "portable":
-        return x.transpose(0, 3, 1, 2).copy(order="C")  # a copy even where numpy deems the view contiguous (1x1)
     x = np.ascontiguousarray(x)
     n, height, width, channels = x.shape
     out = np.empty((n, channels, height, width), np.float32)
-    native.build(current_kernel()).binsr_to_nchw(_pointer(x), _pointer(out), n, height, width, channels, _threads())
+    current().to_nchw(x, out)
     return out
 
 
@@ -297,22 +269,7 @@ def xnor_conv(
         if next_threshold.shape != (conv.out_channels,):
             raise ValueError(f"next_threshold has shape {next_threshold.shape}; expected ({conv.out_channels},)")
         nxt = empty_packed(*shape[:3], conv.out_channels)
-    if current_kernel() == "portable":
-        from binsr import xnor_portable
-
-        xnor_portable.conv(packed, conv, residual, next_threshold, out, nxt, _threads())
-    else:
-        native.build(current_kernel()).binsr_conv(
-            _pointer(packed),
-            *conv.pointers,
-            *map(_pointer, (residual, out, next_threshold, nxt)),
-            *shape[:3],
-            conv.in_channels,
-            conv.out_channels,
-            conv.bits.shape[3],
-            conv.kernel_size,
-            _threads(),
-        )
+    current().conv(packed, conv, residual, next_threshold, out, nxt)
     return out, nxt
 
 

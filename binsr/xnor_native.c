@@ -1,9 +1,9 @@
-/* Native kernels of binsr.xnor, compiled on first use by binsr/xnor.py, once per instruction set:
+/* Native kernels of binsr.xnor, compiled on first use by binsr/native.py, once per instruction set:
  *
  *   -DBINSR_AVX512  AVX-512 F/BW/DQ/VL + VPOPCNTDQ: xor + vpopcnt + add on 8 (uint64) or 16 (uint32) outputs a zmm
  *   -DBINSR_AVX2    AVX2: the popcount is two 16-entry nibble lookups (vpshufb) summed in bytes, 4 or 8 outputs a ymm
  *
- * Layouts (binsr/xnor.py describes them): a packed map is (N, H+2, W+2, words) with a +1 border, its words uint32
+ * Layouts (binsr/packing.py describes them): a packed map is (N, H+2, W+2, words) with a +1 border, its words uint32
  * for C <= 32 channels and uint64 above; the weights are (k*k*words, opad): for each tap and word, that word of
  * every output channel side by side, so one vector load holds a group of outputs and one broadcast activation
  * word meets all of them. The register tile is TILE_VECTORS output vectors x TILE_PIXELS pixels of one row; its
@@ -15,6 +15,7 @@
  * wheels bundle too, so the kernel runs on torch's own worker threads.
  */
 #include <immintrin.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* What the output stage does with its results: stores them, streams them past the caches, or stores them and packs
@@ -237,7 +238,44 @@ void binsr_to_nchw(const float *x, float *y, int64_t n_img, int64_t height, int6
     }
 }
 
-/* The geometry and operands of one call of binsr_conv. */
+/* binsr_conv's one argument, mirrored field for field by binsr.native.ConvCall: a struct, not 17 positional
+ * parameters, so that Python names every field and a library built from another layout is refused at load
+ * (binsr_abi) instead of reading its arguments from the wrong places. Change BINSR_ABI with any change here. */
+#define BINSR_ABI 1
+typedef struct {
+    const char *act;             /* packed input map (N, H+2, W+2, words) */
+    const char *weights;         /* (k*k*words, opad) */
+    const int32_t *base;         /* (4, 4, O) */
+    const float *alpha;          /* (O) */
+    const float *rprelu;         /* (3, O), or NULL */
+    const float *residual;       /* (N, H, W, O), or NULL; may be `out` itself */
+    float *out;                  /* (N, H, W, O) */
+    const float *next_threshold; /* (O), or NULL: no packed output */
+    char *next;                  /* (N, H+2, W+2, words(O)), or NULL */
+    int64_t n_img, height, width, channels, out_channels, opad, k;
+    int32_t threads;
+} ConvCall;
+
+/* The interface version and the struct's size, which binsr.native compares with its own before any call */
+int64_t binsr_abi(void) { return BINSR_ABI; }
+int64_t binsr_conv_call_size(void) { return sizeof(ConvCall); }
+
+/* Writes the byte offset of each of ConvCall's fields, in order, for the test that binsr.native.ConvCall lies
+ * the same way (room for 32); returns their number. */
+int64_t binsr_conv_call_offsets(int64_t *offsets) {
+    const int64_t fields[] = {
+        offsetof(ConvCall, act), offsetof(ConvCall, weights), offsetof(ConvCall, base), offsetof(ConvCall, alpha),
+        offsetof(ConvCall, rprelu), offsetof(ConvCall, residual), offsetof(ConvCall, out),
+        offsetof(ConvCall, next_threshold), offsetof(ConvCall, next), offsetof(ConvCall, n_img),
+        offsetof(ConvCall, height), offsetof(ConvCall, width), offsetof(ConvCall, channels),
+        offsetof(ConvCall, out_channels), offsetof(ConvCall, opad), offsetof(ConvCall, k), offsetof(ConvCall, threads)};
+    const int64_t n = sizeof fields / sizeof fields[0];
+    for (int64_t i = 0; i < n; i++) offsets[i] = fields[i];
+    return n;
+}
+
+/* The geometry and operands of one call of binsr_conv, with what it derives from them (offsets, steps, output),
+ * as the rows read them. */
 typedef struct {
     const char *act, *weights;   /* packed input map; weights (k*k*words, opad) */
     const int64_t *offsets;      /* byte offset of step j = (tap, word) from the window's first word */
@@ -416,10 +454,9 @@ ROW(0, 0, 0) ROW(0, 0, 1) ROW(0, 1, 0) ROW(0, 1, 1) ROW(1, 0, 0) ROW(1, 0, 1) RO
 static const RowFunction ROWS[8] = {row_000, row_001, row_010, row_011, row_100, row_101, row_110, row_111};
 
 /* The fused binary conv over N images (see binsr.xnor.xnor_conv); rows are shared among `threads` threads. */
-void binsr_conv(const char *act, const char *weights, const int32_t *base, const float *alpha, const float *rprelu,
-                const float *residual, float *out, const float *next_threshold, char *next, int64_t n_img,
-                int64_t height, int64_t width, int64_t channels, int64_t out_channels, int64_t opad, int64_t k,
-                int threads) {
+void binsr_conv(const ConvCall *call) {
+    const int64_t n_img = call->n_img, height = call->height, width = call->width, channels = call->channels;
+    const int64_t out_channels = call->out_channels, k = call->k;
     const int64_t bytes = word_bytes(channels), words = words_of(channels), map_row = (width + 2) * words * bytes;
     int64_t offsets[k * k * words];
     for (int64_t t = 0; t < k * k; t++)
@@ -431,16 +468,16 @@ void binsr_conv(const char *act, const char *weights, const int32_t *base, const
      * 64->64 ran 1.3x slower): a group of FLANES channels fills one with avx512, and with avx2 a tile of uint32
      * words does (two groups), a tile of uint64 words only half. */
     const int64_t tile_floats = FLANES * 4 == 64 ? FLANES : TILE_VECTORS * VEC_BYTES / bytes;
-    const int stream = !residual && !next && n_img * height * width * out_channels * 4 >= STREAM_BYTES &&
+    const int stream = !call->residual && !call->next && n_img * height * width * out_channels * 4 >= STREAM_BYTES &&
                        tile_floats * 4 % 64 == 0 && out_channels % tile_floats == 0 &&
-                       (uintptr_t)out % VEC_BYTES == 0;
-    const Conv c = {act, weights, offsets, height, width, channels, out_channels, opad, k * k * words, k,
-                    base, alpha, rprelu, residual, out, next_threshold, next,
-                    next ? PACK : stream ? STREAM : STORE};
-    const RowFunction row_function = ROWS[(channels > 32) * 4 + (rprelu != 0) * 2 + (residual != 0)];
+                       (uintptr_t)call->out % VEC_BYTES == 0;
+    const Conv c = {call->act, call->weights, offsets, height, width, channels, out_channels, call->opad,
+                    k * k * words, k, call->base, call->alpha, call->rprelu, call->residual, call->out,
+                    call->next_threshold, call->next, call->next ? PACK : stream ? STREAM : STORE};
+    const RowFunction row_function = ROWS[(channels > 32) * 4 + (call->rprelu != 0) * 2 + (call->residual != 0)];
     /* waking the other threads costs more than a small map's work */
     const int64_t work = n_img * height * width * out_channels * k * k;
-    const int parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
+    const int threads = call->threads, parallel = threads > 1 && n_img * height > 1 && work >= PARALLEL_WORK;
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (int64_t row = 0; row < n_img * height; row++) row_function(&c, row);
     if (stream) _mm_sfence(); /* order the non-temporal stores before whatever reads `out` next */

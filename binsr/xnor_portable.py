@@ -1,5 +1,5 @@
-"""The portable XNOR kernels: numba, for any CPU and a machine without a C compiler (`binsr.xnor` describes the
-layouts and the arithmetic, bit-exact with the native kernels'). Imported only when the portable kernel runs:
+"""The portable XNOR kernels: numba, for any CPU and a machine without a C compiler (`binsr.packing` describes the
+layouts, `binsr.xnor` the arithmetic, bit-exact with the native kernels'). Imported only when the portable kernel runs:
 numba takes a second and 60 MB of memory to import.
 """
 
@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from binsr.xnor import PackedConv, n_words
+from binsr.packing import PackedConv, n_words
 
 BLOCK = 4  # output channels per register block
 U = np.uint64
