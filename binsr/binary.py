@@ -169,8 +169,8 @@ class BinaryConv2d(nn.Module):
         if alpha_mode == "learnable":
             # A checkpoint's skeleton on the meta device has nothing to average, and torch's first meta `abs` of a
             # process costs 2.5 s of lazy imports: every command loading an attentive model paid it.
-            meta = self.weight.is_meta
-            self.alpha = nn.Parameter(torch.empty(out_channels, device="meta") if meta else mean_abs_scale(self.weight))
+            w = self.weight
+            self.alpha = nn.Parameter(w.new_empty(out_channels) if w.is_meta else mean_abs_scale(w))
         self.rprelu = RPReLU(out_channels) if rprelu else None
 
     def scale(self) -> torch.Tensor:
