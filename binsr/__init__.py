@@ -4,23 +4,33 @@
     model = binsr.create_model("edsr-proposed", scale=2, n_feats=32, n_blocks=8, att_bin="pixel", att_res="pixel")
     print(binsr.summary(model))
 
-`import binsr` loads nothing heavy: the names below, and submodules such as `binsr.models`, are imported on
-first use. Importing torch takes seconds, and the `binsr` command must be able to answer a Ctrl-C in them with
-one line (`binsr.cli.main`), which it cannot do if the package itself imports torch before the command starts.
-"""
+The package in layers; a layer imports only the layers above it in this list (tests/test_layout.py checks it),
+and each package's docstring lists its modules:
 
+    base         atomic files and run folders, accepted-value intervals, the torch device
+    nn           the network: binary primitives, attention, blocks, models, summary, checkpoints
+    data         images and scores: image files and benchmark sets, MATLAB bicubic, PSNR/SSIM, downloads
+    engine       the 1-bit engine: packed bits, XNOR kernels (numba and C), packed models, tiles
+    evaluation   benchmark tables, upscaling photos, the engine's speed
+    training     the training loop, its settings, distillation, experiments
+    viz          the notebooks' figures and widgets
+    cli, demo    the `binsr` command (`__main__`)
+
+`import binsr` loads nothing heavy: the names below, and subpackages such as `binsr.nn`, are imported on first
+use. Importing torch takes seconds, and the `binsr` command must be able to answer a Ctrl-C in them with one
+line (`binsr.cli.main`), which it cannot do if the package itself imports torch before the command starts.
+"""
 import importlib
 import sys
-import types
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "binsr.attention": ("PixelAttention", "SpatialAttention", "SqueezeExcitation", "make_attention"),
-    "binsr.binary": ("BinaryConv2d", "RPReLU", "RSign", "binary_sign", "sign_weight"),
-    "binsr.blocks": ("AttentiveBinaryBlock", "AttentiveBinaryUnit", "BBCUBlock", "BBCUUnit", "ResBlock"),
-    "binsr.models": ("EDSR", "MODELS", "SRResNet", "create_model"),
-    "binsr.summary": ("summary",),
+    "binsr.nn.attention": ("PixelAttention", "SpatialAttention", "SqueezeExcitation", "make_attention"),
+    "binsr.nn.binary": ("BinaryConv2d", "RPReLU", "RSign", "binary_sign", "sign_weight"),
+    "binsr.nn.blocks": ("AttentiveBinaryBlock", "AttentiveBinaryUnit", "BBCUBlock", "BBCUUnit", "ResBlock"),
+    "binsr.nn.models": ("EDSR", "MODELS", "SRResNet", "create_model"),
+    "binsr.nn.summary": ("summary",),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_HOME)
@@ -43,14 +53,3 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_HOME})
 
-
-class _Package(types.ModuleType):
-    """The package module. Importing the submodule `binsr.summary` would set the package's attribute `summary` to
-    that module, over the function of the same name that binsr exports: an exported name keeps its value."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if not (name in _HOME and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

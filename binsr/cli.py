@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from binsr.config import COUNT, FINITE, LEARNING_RATE, POSITIVE_COUNT, Interval, TrainConfig
+from binsr.base.intervals import COUNT, FINITE, POSITIVE_COUNT, Interval
+from binsr.training.config import LEARNING_RATE, TrainConfig
 
 # ---- parsing -------------------------------------------------------------------------------------------
 
@@ -53,8 +54,8 @@ def _number(kind: type, valid: Interval) -> Callable[[str], int | float]:
 
 
 def _tile(text: str) -> int:
-    """--tile: 0, or a side of at least binsr.tiling.MIN_TILE pixels."""
-    from binsr.tiling import MIN_TILE
+    """--tile: 0, or a side of at least binsr.engine.tiling.MIN_TILE pixels."""
+    from binsr.engine.tiling import MIN_TILE
 
     side = _number(int, COUNT)(text)
     if 0 < side < MIN_TILE:
@@ -68,7 +69,7 @@ def _tile(text: str) -> int:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose a registry model's architecture (only those given are passed on)."""
-    from binsr.models import LIMITS, SCALES
+    from binsr.nn.models import LIMITS, SCALES
 
     parser.add_argument("--scale", type=int, choices=SCALES, default=2, help="upscaling factor: 2, 3 or 4 (default 2)")
     parser.add_argument("--n-feats", type=_number(int, LIMITS["n_feats"]), help="channels (width)")
@@ -101,7 +102,7 @@ MODEL_OPTIONS = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k", "alp
 
 def model_kwargs(args: argparse.Namespace) -> dict:
     """The registry arguments given on the command line (--preprint-literal first, explicit options over it)."""
-    from binsr.models import PREPRINT_LITERAL
+    from binsr.nn.models import PREPRINT_LITERAL
 
     kwargs = dict(PREPRINT_LITERAL) if getattr(args, "preprint_literal", False) else {}
     kwargs.update({name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name, None) is not None})
@@ -113,7 +114,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `binsr train`: the model (as for `binsr summary`), then one per TrainConfig field, which
     accepts the numbers the field does."""
-    from binsr.models import MODELS
+    from binsr.nn.models import MODELS
 
     parser.add_argument("--model", required=True, choices=list(MODELS), help="registry name")
     add_model_arguments(parser)
@@ -150,11 +151,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from binsr.models import create_model
-    from binsr.summary import summary
+    from binsr.nn.models import create_model
+    from binsr.nn.summary import summary
 
     if Path(args.model).suffix in (".pt", ".pth"):
-        from binsr.checkpoint import load_model
+        from binsr.nn.checkpoint import load_model
 
         model = load_model(args.model)
     else:
@@ -166,17 +167,17 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def _writable(path: str | None) -> None:
     """Fail now, not after the work, when `path`'s folder cannot be made."""
     if path is not None:
-        from binsr.folders import ensure_dir
+        from binsr.base.files import ensure_dir
 
         ensure_dir(Path(path).parent)
 
 
 def _process_settings(args: argparse.Namespace) -> None:
     """torch's thread count, which the XNOR engine shares, from --threads (default: torch's, the machine's cores);
-    and freed memory kept for the next tile (`binsr.engine.reuse_freed_memory`)."""
+    and freed memory kept for the next tile (`binsr.engine.inference.reuse_freed_memory`)."""
     import torch
 
-    from binsr.engine import reuse_freed_memory
+    from binsr.engine.inference import reuse_freed_memory
 
     reuse_freed_memory()
     if args.threads is not None:
@@ -186,8 +187,8 @@ def _process_settings(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from binsr.engine import load
-    from binsr.evaluate import evaluate, format_table, write_csv, write_json
+    from binsr.engine.inference import load
+    from binsr.evaluation.evaluate import evaluate, format_table, write_csv, write_json
 
     _writable(args.csv)
     _writable(args.json)
@@ -211,7 +212,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_upscale(args: argparse.Namespace) -> None:
-    from binsr.photos import upscale_photos
+    from binsr.evaluation.photos import upscale_photos
 
     _process_settings(args)
     written = upscale_photos(args.inputs, args.model, args.out, args.compare, args.tile, args.device, args.engine,
@@ -222,8 +223,8 @@ def cmd_upscale(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`binsr train` (also under torchrun); 130 after a Ctrl-C or SIGTERM, with the steps so far saved."""
-    from binsr.models import model_arguments
-    from binsr.train import TrainingInterrupted, train
+    from binsr.nn.models import model_arguments
+    from binsr.training.train import TrainingInterrupted, train
 
     config = train_config(args)
     kwargs = model_kwargs(args)
@@ -242,9 +243,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from binsr.checkpoint import ASSETS
-    from binsr.experiment import TEACHER, run_experiment, ship
-    from binsr.report import format_markdown
+    from binsr.nn.checkpoint import ASSETS
+    from binsr.training.experiment import TEACHER, run_experiment, ship
+    from binsr.training.report import format_markdown
 
     rows = run_experiment(args.out, args.steps, args.lr, args.tune_steps, args.data_root, args.jobs,
                           args.distill_weight, args.distill_features, args.teacher or TEACHER)  # fmt: skip
@@ -256,16 +257,16 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from binsr.data import resolve_data_root
-    from binsr.download import download
+    from binsr.data.download import download
+    from binsr.data.images import resolve_data_root
 
     root = args.data_root or resolve_data_root() or "data"
     print(f"downloaded to {download(args.name, root, progress=True, verify=not args.insecure)}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from binsr.checkpoint import load_model
-    from binsr.export import export_model
+    from binsr.engine.export import export_model
+    from binsr.nn.checkpoint import load_model
 
     _writable(args.out)
     out = export_model(load_model(args.checkpoint), args.out)
@@ -279,21 +280,28 @@ def cmd_bench(args: argparse.Namespace) -> None:
     repeats = args.repeats or (3 if args.upscale else 7)
     clock = time.process_time if args.cpu_time else time.perf_counter
     if args.train:
-        from binsr.train_bench import format_train_speed, train_speed_rows
+        from binsr.training.train_bench import format_train_speed, train_speed_rows
 
         print(format_train_speed(train_speed_rows(repeats)))
         return
     if args.distill:
-        from binsr.train_bench import distill_overhead_rows, format_distill_overhead
+        from binsr.training.train_bench import distill_overhead_rows, format_distill_overhead
 
         print(format_distill_overhead(distill_overhead_rows(repeats, clock=clock)))
         return
-    from binsr import xnor
-    from binsr.bench import THREAD_GOAL, format_bench, format_upscale, run_bench, thread_scaling, upscale_rows
+    from binsr.engine import xnor
+    from binsr.evaluation.bench import (
+        THREAD_GOAL,
+        format_bench,
+        format_upscale,
+        run_bench,
+        thread_scaling,
+        upscale_rows,
+    )
 
     print(xnor.setup(args.kernel))
     if args.upscale:
-        from binsr.engine import reuse_freed_memory
+        from binsr.engine.inference import reuse_freed_memory
 
         reuse_freed_memory()  # as binsr upscale runs
         print(format_upscale(upscale_rows(args.upscale, args.model, tuple(args.threads), repeats, args.tile, clock)))
@@ -312,8 +320,8 @@ def print_split(image: str, model: str, threads: int, tile: int | None) -> None:
 
     import torch
 
-    from binsr.bench import format_stages, stage_times
-    from binsr.data import open_image, to_rgb8
+    from binsr.data.images import open_image, to_rgb8
+    from binsr.evaluation.bench import format_stages, stage_times
 
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -337,7 +345,7 @@ KERNEL_HELP = "XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or po
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--engine, --kernel and --threads of the commands that run models (`binsr.engine`)."""
+    """--engine, --kernel and --threads of the commands that run models (`binsr.engine.inference`)."""
     parser.add_argument("--engine", default="auto", choices=["auto", "xnor", "torch"],
                         help="xnor: binary models on the 1-bit XNOR runtime, same pixels; torch: as trained; auto "
                              "(default): xnor for a binary model where a native kernel runs, else torch")
@@ -347,7 +355,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `binsr` parser (it imports torch, for the registry's names and limits)."""
-    from binsr.models import MODELS
+    from binsr.nn.models import MODELS
 
     parser = _Parser(
         prog="binsr",
@@ -400,14 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-steps", type=_number(int, POSITIVE_COUNT), default=30,
                    help="steps of each tuning run (default 30)")
     p.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
-    p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data)")
+    p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data.images)")
     p.add_argument("--jobs", type=_number(int, POSITIVE_COUNT), default=1,
                    help="runs trained side by side, one thread each (default 1)")
     p.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
     p.add_argument("--distill-weight", type=float, default=None, metavar="W",
                    help="also train BBCU, SE and pixel (x4: BBCU and the best kind) with the teacher, weight W")
     p.add_argument("--distill-features", default=None, choices=["l1", "cosine"],
-                   help="the distilled runs learn the teacher's block outputs instead of its output (binsr.distill)")
+                   help="the distilled runs learn the teacher's block outputs instead of its output "
+                        "(binsr.training.distill)")
     p.add_argument("--teacher", default=None,
                    help="teacher of the distilled runs, {scale} filled in (default: edsr-fp-x{scale}, the shipped FP)")
     p.set_defaults(func=cmd_experiment)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from binsr.checkpoint import ASSETS, pretrained, read_manifest
-from binsr.data import dataset_names, load_images
-from binsr.evaluate import evaluate, format_table, upscale
-from binsr.metrics import psnr_y
-from binsr.summary import summary
+from binsr.data.images import dataset_names, load_images
+from binsr.data.metrics import psnr_y
+from binsr.evaluation.evaluate import evaluate, format_table, upscale
+from binsr.nn.checkpoint import ASSETS, pretrained, read_manifest
+from binsr.nn.summary import summary
 from binsr.viz import side_by_side_figure
 
 SHIPPED = ("edsr-fp-x2", "edsr-bbcu-x2", "edsr-proposed-x2", "edsr-fp-x4", "edsr-bbcu-x4", "edsr-proposed-x4")

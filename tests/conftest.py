@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from binsr import native, xnor
+from binsr.engine import native, xnor
 
 
 @pytest.fixture(params=xnor.KERNELS)

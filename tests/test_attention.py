@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from binsr.attention import (
+from binsr.nn.attention import (
     Gate,
     PixelAttention,
     SpatialAttention,

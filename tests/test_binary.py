@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from binsr.binary import BinaryConv2d, RPReLU, RSign, binary_sign, mean_abs_scale, sign_derivative, sign_weight
+from binsr.nn.binary import BinaryConv2d, RPReLU, RSign, binary_sign, mean_abs_scale, sign_derivative, sign_weight
 
 POINTS = torch.tensor([-2.0, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 
@@ -130,11 +130,11 @@ def test_learnable_alpha_starts_at_mean_abs_and_is_not_computed_on_the_meta_devi
     torch.manual_seed(0)
     conv = BinaryConv2d(4, 6, alpha_mode="learnable")
     assert torch.equal(conv.alpha.data, conv.weight.detach().abs().mean(dim=(1, 2, 3)))
-    # A checkpoint's skeleton (binsr.checkpoint builds it on the meta device) must not run a meta op: torch's
+    # A checkpoint's skeleton (binsr.nn.checkpoint builds it on the meta device) must not run a meta op: torch's
     # first meta `abs` in a process took 2.5 s of lazy imports on every command that loaded an attentive model.
-    import binsr.binary
+    import binsr.nn.binary
 
-    monkeypatch.setattr(binsr.binary, "mean_abs_scale", lambda w: pytest.fail("alpha averaged on the meta device"))
+    monkeypatch.setattr(binsr.nn.binary, "mean_abs_scale", lambda w: pytest.fail("alpha averaged on the meta device"))
     with torch.device("meta"):
         skeleton = BinaryConv2d(4, 6, alpha_mode="learnable")
     assert skeleton.alpha.is_meta and skeleton.alpha.shape == (6,)

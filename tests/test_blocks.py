@@ -1,7 +1,7 @@
 import torch
 
-from binsr.attention import PixelAttention
-from binsr.blocks import AttentiveBinaryBlock, AttentiveBinaryUnit, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
+from binsr.nn.attention import PixelAttention
+from binsr.nn.blocks import AttentiveBinaryBlock, AttentiveBinaryUnit, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
 
 
 def randomise_(module: torch.nn.Module, seed: int = 0) -> None:

@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from binsr import checkpoint
-from binsr.models import MODELS, complete_config, create_model, model_arguments
+from binsr.nn import checkpoint
+from binsr.nn.models import MODELS, complete_config, create_model, model_arguments
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from binsr import checkpoint
-from binsr.checkpoint import load_model
 from binsr.cli import main
+from binsr.nn import checkpoint
+from binsr.nn.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,9 @@ def test_summary_loads_neither_matplotlib_nor_the_training_code():
             "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'skimage', 'binsr.'))))")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    expected = ["binsr.attention", "binsr.binary", "binsr.blocks", "binsr.cli", "binsr.config", "binsr.models",
-                "binsr.summary"]  # fmt: skip
+    expected = ["binsr.base", "binsr.base.intervals", "binsr.cli", "binsr.nn", "binsr.nn.attention",
+                "binsr.nn.binary", "binsr.nn.blocks", "binsr.nn.models", "binsr.nn.summary", "binsr.training",
+                "binsr.training.config"]  # fmt: skip
     assert out.splitlines()[-1] == str(expected)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from binsr.data import (
+from binsr.data.images import (
     DEFAULT_DATA_ROOT,
     PHOTO_SETS,
     PatchSampler,
@@ -15,7 +15,7 @@ from binsr.data import (
     read_image,
     resolve_data_root,
 )
-from binsr.imresize import imresize, modcrop
+from binsr.data.imresize import imresize, modcrop
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -221,7 +221,7 @@ def test_small_images_are_skipped_with_a_warning():
 
 
 def test_dataset_size_counts_the_images_iter_images_yields_without_reading_them(tmp_path):
-    from binsr.data import dataset_size, iter_images
+    from binsr.data.images import dataset_size, iter_images
 
     (tmp_path / "Mine" / "HR").mkdir(parents=True)
     for i in range(3):

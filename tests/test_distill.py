@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from binsr import checkpoint
-from binsr.distill import check_settings, distillation, load_teacher
-from binsr.models import DIV2K_RGB_MEAN, create_model
-from binsr.train import _Loss
+from binsr.nn import checkpoint
+from binsr.nn.models import DIV2K_RGB_MEAN, create_model
+from binsr.training.distill import check_settings, distillation, load_teacher
+from binsr.training.train import _Loss
 
 TINY = {"scale": 2, "n_feats": 4, "n_blocks": 2}
 

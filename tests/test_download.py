@@ -10,7 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from binsr import download as dl
+from binsr.data import download as dl
 
 
 class _CountingHandler(SimpleHTTPRequestHandler):

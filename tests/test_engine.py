@@ -11,13 +11,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from binsr import checkpoint, engine, runtime, xnor
 from binsr.cli import main
-from binsr.data import to_tensor
-from binsr.evaluate import evaluate, upscale
-from binsr.export import export_model, pack_model
-from binsr.models import create_model
-from binsr.tiling import context
+from binsr.data.images import to_tensor
+from binsr.engine import inference as engine
+from binsr.engine import runtime, xnor
+from binsr.engine.export import export_model, pack_model
+from binsr.engine.tiling import context
+from binsr.evaluation.evaluate import evaluate, upscale
+from binsr.nn import checkpoint
+from binsr.nn.models import create_model
 
 SHIPPED_BINARY = ["edsr-bbcu-x2", "edsr-bbcu-x4", "edsr-proposed-x2", "edsr-proposed-x4", "edsr-proposed-pixel-x2",
                   "edsr-proposed-pixel-x4", "edsr-proposed-spatial-x2"]  # fmt: skip
@@ -148,7 +150,7 @@ def test_evaluate_scores_a_packed_model_as_its_float_model(tmp_path):
 
 
 def test_bench_upscale_times_both_engines_interleaved_on_the_same_image(tmp_path, monkeypatch, capsys):
-    from binsr import bench
+    from binsr.evaluation import bench
 
     order = []
     real_upscale = upscale
@@ -157,7 +159,7 @@ def test_bench_upscale_times_both_engines_interleaved_on_the_same_image(tmp_path
         order.append(("xnor" if isinstance(net, runtime.PackedModel) else "torch", torch.get_num_threads()))
         return real_upscale(net, *args, **kwargs)
 
-    monkeypatch.setattr("binsr.evaluate.upscale", counted)
+    monkeypatch.setattr("binsr.evaluation.evaluate.upscale", counted)
     rows = bench.upscale_rows(_lr(12, 10), threads=(1, 2), repeats=2)
     # every run timed (no untimed call first), in rotating order, each at its own thread count
     assert order == [("torch", 1), ("xnor", 1), ("torch", 2), ("xnor", 2), ("xnor", 1), ("torch", 2), ("xnor", 2),
@@ -180,7 +182,7 @@ def test_bench_upscale_times_both_engines_interleaved_on_the_same_image(tmp_path
 
 
 def test_stage_times_cut_an_inner_tile_and_account_for_every_op():
-    from binsr import bench
+    from binsr.evaluation import bench
 
     assert {bench._stage(op) for op in pack_model(shipped("edsr-proposed-x4")).program} == set(bench.STAGES)
     times = bench.stage_times("edsr-bbcu-x2", _lr(60, 70), tile=16, repeats=1)
@@ -195,7 +197,7 @@ def test_commands_keep_freed_memory_in_the_heap_for_the_next_tile():
     # memory stays when freed, ready for the next one.
     script = """
 import ctypes, torch
-from binsr.engine import reuse_freed_memory
+from binsr.engine.inference import reuse_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]

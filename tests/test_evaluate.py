@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from binsr import tiling
-from binsr.data import load_images
-from binsr.evaluate import evaluate, format_table, self_ensemble, upscale, write_csv, write_json
-from binsr.imresize import imresize
-from binsr.metrics import psnr_y, ssim_y
+from binsr.data.images import load_images
+from binsr.data.imresize import imresize
+from binsr.data.metrics import psnr_y, ssim_y
+from binsr.engine import tiling
+from binsr.evaluation.evaluate import evaluate, format_table, self_ensemble, upscale, write_csv, write_json
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from binsr import checkpoint, experiment, report
 from binsr.demo import SHIPPED, load_shipped
-from binsr.train import TrainConfig
+from binsr.nn import checkpoint
+from binsr.training import experiment, report
+from binsr.training.train import TrainConfig
 
 
 def _row(label, scale, set5, set14=None, model="edsr-proposed", att=("se", "se")):
@@ -126,7 +127,7 @@ def test_grid_tunes_trains_reports_resumes_and_ships(tmp_path, data_root, monkey
 
 
 def test_run_row_refuses_an_unfinished_run(tmp_path):
-    from binsr.models import create_model
+    from binsr.nn.models import create_model
 
     model = create_model("edsr-fp", scale=2, n_feats=4, n_blocks=1)
     path = checkpoint.save(tmp_path / "last.pt", model, 3, config={"steps": 10}, metrics={"val": []})
@@ -230,9 +231,9 @@ def test_a_run_row_records_its_seed_and_scores_more_sets_in_one_pass(tmp_path):
 
     from skimage import data as photos
 
-    from binsr.evaluate import evaluate
-    from binsr.models import create_model
-    from binsr.train import TrainConfig
+    from binsr.evaluation.evaluate import evaluate
+    from binsr.nn.models import create_model
+    from binsr.training.train import TrainConfig
 
     torch.manual_seed(0)
     model = create_model("edsr-bbcu", scale=2, n_feats=8, n_blocks=1)
@@ -254,7 +255,7 @@ def test_a_run_row_records_its_seed_and_scores_more_sets_in_one_pass(tmp_path):
 def test_a_distilled_variant_trains_with_its_teacher_and_is_neither_shipped_nor_a_best_candidate(
     tmp_path, data_root, monkeypatch
 ):
-    from binsr.models import create_model
+    from binsr.nn.models import create_model
 
     monkeypatch.setattr(experiment, "BACKBONE", {"n_feats": 4, "n_blocks": 1})
     teacher = checkpoint.save(tmp_path / "fp-x2.pt", create_model("edsr-fp", scale=2, n_feats=4, n_blocks=1))

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from binsr import export, runtime, xnor
-from binsr.binary import BinaryConv2d
-from binsr.export import export_model
-from binsr.models import create_model
-from binsr.runtime import load_packed
+from binsr.engine import export, runtime, xnor
+from binsr.engine.export import export_model
+from binsr.engine.runtime import load_packed
+from binsr.nn.binary import BinaryConv2d
+from binsr.nn.models import create_model
 
 CASES = [
     ("edsr-bbcu", {"scale": 2}),
@@ -177,7 +177,7 @@ def test_export_refuses_what_it_cannot_represent(change, message, tmp_path):
 
 
 def test_export_refuses_attention_the_runtime_would_build_differently(tmp_path):
-    from binsr.attention import SqueezeExcitation
+    from binsr.nn.attention import SqueezeExcitation
 
     model = perturbed_model("edsr-proposed", {"scale": 2, "att_bin": "se", "att_res": "se"})
     model.body[1][0].att_bin = SqueezeExcitation(32, reduction=4, gate="2sigmoid")

@@ -1,4 +1,4 @@
-"""Every atomic write in binsr goes through `binsr.folders.atomic_write`: whatever fails, the old file stays whole
+"""Every atomic write in binsr goes through `binsr.base.files.atomic_write`: whatever fails, the old file stays whole
 and no temporary file is left behind (one kept a full disk full)."""
 
 import errno
@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from binsr import checkpoint, native, photos, runtime
-from binsr.export import export_model
-from binsr.folders import atomic_write
-from binsr.models import create_model
+from binsr.base.files import atomic_write
+from binsr.engine import native, runtime
+from binsr.engine.export import export_model
+from binsr.evaluation import photos
+from binsr.nn import checkpoint
+from binsr.nn.models import create_model
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from binsr import viz
-from binsr.binary import RPReLU
-from binsr.metrics import _Y_WEIGHTS
-from binsr.models import bbcu_k
+from binsr.data.metrics import _Y_WEIGHTS
+from binsr.nn.binary import RPReLU
+from binsr.nn.models import bbcu_k
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = (REPO / "notebooks" / "README.md").read_text()
@@ -118,7 +118,7 @@ def test_the_headline_table_is_results_json():
 
 def test_the_standard_benchmark_table_is_results_json():
     """docs/results.md's four-set table is `report.format_benchmarks` of results.json, to the letter."""
-    from binsr.report import format_benchmarks
+    from binsr.training.report import format_benchmarks
 
     assert format_benchmarks(RESULTS) in RESULTS_PAGE
     assert all(set(r["val"]) >= {"Set5", "Set14", "B100", "Urban100"} for r in RESULTS)

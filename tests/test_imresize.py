@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from binsr.imresize import contributions, cubic, imresize, modcrop
+from binsr.data.imresize import contributions, cubic, imresize, modcrop
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from binsr import metrics
-from binsr.imresize import imresize, modcrop
-from binsr.metrics import psnr_y, rgb_to_y, ssim_y
+from binsr.data import metrics
+from binsr.data.imresize import imresize, modcrop
+from binsr.data.metrics import psnr_y, rgb_to_y, ssim_y
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from binsr.binary import BinaryConv2d
-from binsr.models import MODELS, PREPRINT_LITERAL, bbcu_k, complete_config, create_model, model_arguments
+from binsr.nn.binary import BinaryConv2d
+from binsr.nn.models import MODELS, PREPRINT_LITERAL, bbcu_k, complete_config, create_model, model_arguments
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -1,5 +1,5 @@
 """The native library's interface: binsr_conv's struct as C lays it out, and the refusal of a library whose
-interface differs from binsr.native's."""
+interface differs from binsr.engine.native's."""
 
 import ctypes
 import ctypes.util
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from binsr import native, xnor
+from binsr.engine import native, xnor
 
 
 @pytest.fixture
@@ -36,13 +36,13 @@ def test_conv_call_lies_as_the_c_struct(library):
 
 def test_a_library_of_another_interface_version_is_refused_in_one_line(isa, monkeypatch):
     size = ctypes.sizeof(native.ConvCall)
-    monkeypatch.setattr(native, "ABI", native.ABI + 1)  # as if the C source were older than binsr.native
+    monkeypatch.setattr(native, "ABI", native.ABI + 1)  # as if the C source were older than binsr.engine.native
     with pytest.raises(native.NativeUnavailable) as refused:
         native.build.__wrapped__(isa)  # the cached library, loaded afresh
     library = re.escape(str(native.cache_dir() / f"xnor-{isa}-"))
     assert re.fullmatch(
         f"{library}[0-9a-f]{{16}}\\.so has interface version {native.ABI - 1} and a {size}-byte ConvCall; "
-        f"binsr\\.native expects version {native.ABI} and {size} bytes",
+        f"binsr\\.engine\\.native expects version {native.ABI} and {size} bytes",
         str(refused.value),
     )
 
@@ -55,7 +55,8 @@ def test_a_library_whose_struct_differs_is_refused_in_one_line(library, monkeypa
     path = native.cache_dir() / "xnor-avx2-stale.so"
     with pytest.raises(native.NativeUnavailable) as refused:
         native._checked(library, path)
-    expected = f"{path} has interface version {native.ABI} and a 136-byte ConvCall; binsr.native expects version "
+    expected = f"{path} has interface version {native.ABI} and a 136-byte ConvCall; "
+    expected += "binsr.engine.native expects version "
     assert str(refused.value) == expected + f"{native.ABI} and 144 bytes"
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from binsr import checkpoint
 from binsr.cli import main
-from binsr.evaluate import upscale
-from binsr.imresize import imresize
-from binsr.models import create_model
-from binsr.photos import COMPARE_GAP, input_files, upscale_photos
+from binsr.data.imresize import imresize
+from binsr.evaluation.evaluate import upscale
+from binsr.evaluation.photos import COMPARE_GAP, input_files, upscale_photos
+from binsr.nn import checkpoint
+from binsr.nn.models import create_model
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from binsr.models import PREPRINT_LITERAL, create_model
-from binsr.propagation import signal_propagation
+from binsr.nn.models import PREPRINT_LITERAL, create_model
+from binsr.nn.propagation import signal_propagation
 
 ARGS = {"scale": 2, "n_feats": 32, "n_blocks": 8}
 
@@ -63,7 +63,7 @@ def test_propagation_figure_draws_every_variant_on_both_panels():
 
 
 def test_binary_branches_off_leaves_the_skip_terms_only():
-    from binsr.propagation import binary_branches_off
+    from binsr.nn.propagation import binary_branches_off
 
     torch.manual_seed(0)
     model = create_model("edsr-proposed", scale=2, n_feats=8, n_blocks=1, att_bin="se", att_res="spatial").eval()

@@ -1,7 +1,7 @@
 import pytest
 
-from binsr.models import create_model
-from binsr.summary import summary
+from binsr.nn.models import create_model
+from binsr.nn.summary import summary
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from binsr.checkpoint import pretrained
-from binsr.data import to_tensor
-from binsr.evaluate import upscale
-from binsr.imresize import imresize
-from binsr.models import create_model
-from binsr.tiling import AUTO_ABOVE, TILE, auto_tile, context, tiled
+from binsr.data.images import to_tensor
+from binsr.data.imresize import imresize
+from binsr.engine.tiling import AUTO_ABOVE, TILE, auto_tile, context, tiled
+from binsr.evaluation.evaluate import upscale
+from binsr.nn.checkpoint import pretrained
+from binsr.nn.models import create_model
 
 SMALL = {"n_feats": 8, "n_blocks": 2}
 

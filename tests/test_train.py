@@ -9,14 +9,14 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from binsr import checkpoint
+from binsr.base.device import resolve_device
+from binsr.base.files import claim_run
 from binsr.cli import build_parser, main, train_config
-from binsr.data import PatchSampler
-from binsr.distill import distillation, load_teacher
-from binsr.distributed import resolve_device
-from binsr.folders import claim_run
-from binsr.models import create_model
-from binsr.train import Progress, TrainConfig, TrainingInterrupted, _Loss, learning_rate, train
+from binsr.data.images import PatchSampler
+from binsr.nn import checkpoint
+from binsr.nn.models import create_model
+from binsr.training.distill import distillation, load_teacher
+from binsr.training.train import Progress, TrainConfig, TrainingInterrupted, _Loss, learning_rate, train
 
 TINY = {"n_feats": 4, "n_blocks": 1}
 
@@ -166,7 +166,9 @@ def test_a_step_that_makes_the_weights_nan_is_not_saved_and_the_last_good_checkp
     with pytest.raises(_Interrupt):
         train("edsr-fp", TINY, config, tmp_path / "clean", callback=_stop_at(2))
     scheduled = learning_rate
-    monkeypatch.setattr("binsr.train.learning_rate", lambda c, step: math.inf if step == 2 else scheduled(c, step))
+    monkeypatch.setattr(
+        "binsr.training.train.learning_rate", lambda c, step: math.inf if step == 2 else scheduled(c, step)
+    )
     expected = r"^step 3 made 12 of 12 weight tensors NaN or infinite; stopped, last good checkpoint: .*last\.pt$"
     with pytest.raises(FloatingPointError, match=expected):
         train("edsr-fp", TINY, config, tmp_path / "inf")
@@ -330,7 +332,7 @@ def test_compiled_loss_stays_compiled_on_a_new_patch_size():
         torch.testing.assert_close(compiled, torch.nn.functional.l1_loss(model(lr), hr), rtol=1e-5, atol=1e-6)
 
 
-# ---- distillation from a teacher (binsr.distill) ----------------------------------------------------------
+# ---- distillation from a teacher (binsr.training.distill) ----------------------------------------------------------
 
 
 @pytest.fixture

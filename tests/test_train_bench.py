@@ -1,6 +1,6 @@
 import pytest
 
-from binsr import train_bench
+from binsr.training import train_bench
 
 
 def test_ratios_are_eager_over_compiled_and_compiled_over_fp(monkeypatch):

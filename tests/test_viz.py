@@ -16,9 +16,9 @@ from torch import nn
 
 import binsr
 from binsr import viz
-from binsr.binary import SIGN_BACKWARDS, BinaryConv2d, sign_derivative
-from binsr.blocks import BBCUBlock, BBCUUnit, ResBlock
-from binsr.metrics import psnr_y
+from binsr.data.metrics import psnr_y
+from binsr.nn.binary import SIGN_BACKWARDS, BinaryConv2d, sign_derivative
+from binsr.nn.blocks import BBCUBlock, BBCUUnit, ResBlock
 
 
 @pytest.fixture(autouse=True)

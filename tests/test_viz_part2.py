@@ -11,9 +11,10 @@ from matplotlib.figure import Figure
 from plotted import bar_heights, image_data, step_counts
 
 import binsr
-from binsr import checkpoint, viz
-from binsr.imresize import imresize
-from binsr.train import Progress
+from binsr import viz
+from binsr.data.imresize import imresize
+from binsr.nn import checkpoint
+from binsr.training.train import Progress
 
 
 def _image(h=24, w=32, seed=0):
@@ -82,7 +83,7 @@ def test_attention_signals_reconstruct_eq_12():
 
 
 def test_attention_models_from_assets_then_local_runs(tmp_path):
-    from binsr import checkpoint
+    from binsr.nn import checkpoint
 
     assets, runs = tmp_path / "assets", tmp_path / "runs"
     pixel = _proposed("pixel", "pixel")
@@ -476,7 +477,7 @@ def test_manifest_table_and_results(tmp_path):
 
 
 def test_weight_bits_decode_the_packed_layout():
-    from binsr.export import pack_binary_conv
+    from binsr.engine.export import pack_binary_conv
 
     torch.manual_seed(0)
     conv = binsr.BinaryConv2d(70, 6)  # two words per pixel, and an output block of 4 that is half padding
@@ -494,9 +495,9 @@ def test_weight_bits_decode_the_packed_layout():
     assert fig.axes[2].get_title() == "differences: 1" and np.argwhere(image_data(fig.axes[2])).tolist() == [[0, 64]]
 
 
-def test_word_bits():
-    assert viz.word_bits(0b1011, 6) == "++-+--"
-    assert viz.word_bits(np.uint64(2**63), 64) == "-" * 63 + "+"
+def test_sign_string():
+    assert viz.sign_string(0b1011, 6) == "++-+--"
+    assert viz.sign_string(np.uint64(2**63), 64) == "-" * 63 + "+"
 
 
 @pytest.mark.parametrize("name", ["edsr-bbcu", "edsr-proposed"])

@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 import binsr
-from binsr import checkpoint, viz
-from binsr.binary import SIGN_BACKWARDS
-from binsr.data import load_images
-from binsr.export import pack_binary_conv
+from binsr import viz
+from binsr.data.images import load_images
+from binsr.engine.export import pack_binary_conv
+from binsr.nn import checkpoint
+from binsr.nn.binary import SIGN_BACKWARDS
 from binsr.viz import solutions
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -169,7 +170,7 @@ def _stand_ins_04():
 
 def _stand_ins_05():
     model = _tiny("edsr-bbcu", k=1.0)
-    return {"u": model.body[0][0], "features_1": torch.randn(8, 124, 161), "k16": binsr.models.bbcu_k(16)}
+    return {"u": model.body[0][0], "features_1": torch.randn(8, 124, 161), "k16": binsr.nn.models.bbcu_k(16)}
 
 
 def _stand_ins_06():

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from binsr import native, xnor
-from binsr.binary import BinaryConv2d, RSign
-from binsr.export import pack_binary_conv
+from binsr.engine import native, xnor
+from binsr.engine.export import pack_binary_conv
+from binsr.nn.binary import BinaryConv2d, RSign
 
 CHANNELS = (1, 3, 31, 32, 33, 64, 65, 128, 130)
 
@@ -197,7 +197,7 @@ def run_python(code: str, **env: str) -> str:
 def test_without_a_compiler_the_portable_kernel_runs_and_says_why(tmp_path):
     code = """if True:
         import numpy as np
-        from binsr import xnor
+        from binsr.engine import xnor
         packed = xnor.pack_activations(np.ones((1, 1, 1, 3), np.float32), np.zeros(3))  # the first packed op
         print(packed[0, 1, 1, 0])
         print(xnor.describe())"""
@@ -215,7 +215,7 @@ def test_native_kernels_compile_once_into_the_cache_and_again_when_damaged(tmp_p
     best = next(k for k in xnor.KERNELS if xnor.kernel_problem(k) is None)
     if best == "portable":
         pytest.skip("no native kernel runs here")
-    code = f"from binsr import xnor; xnor.setup({best!r}); print('ok')"
+    code = f"from binsr.engine import xnor; xnor.setup({best!r}); print('ok')"
     assert run_python(code, XDG_CACHE_HOME=str(tmp_path)) == "ok"
     cache = tmp_path / "binsr" / "kernels"
     library = next(cache.glob(f"xnor-{best}-*.so"))
@@ -237,7 +237,8 @@ def test_native_kernels_compile_once_into_the_cache_and_again_when_damaged(tmp_p
 
 
 def test_importing_binsr_changes_nothing_in_the_process():
-    code = ("import os; before = dict(os.environ); import binsr, binsr.xnor, binsr.runtime, binsr.export, binsr.bench; "
+    code = ("import os; before = dict(os.environ); "
+            "import binsr, binsr.engine.xnor, binsr.engine.runtime, binsr.engine.export, binsr.evaluation.bench; "
             "print(before == dict(os.environ))")  # fmt: skip
     assert run_python(code) == "True"
 
@@ -252,7 +253,7 @@ def test_bench_command_refuses_an_unknown_kernel_in_one_line(capsys):
 
 
 def test_bench_times_each_candidate_after_an_untimed_call_of_its_own_in_rotating_order():
-    from binsr import bench
+    from binsr.evaluation import bench
 
     calls, now = [], [0.0]
 
@@ -272,7 +273,7 @@ def test_bench_times_each_candidate_after_an_untimed_call_of_its_own_in_rotating
 
 
 def test_bench_conv_rows_share_torch_times_and_the_goal_column_is_optional():
-    from binsr import bench
+    from binsr.evaluation import bench
 
     conv, with_pack = bench.conv_rows(1, channels=8, size=8, repeats=1)
     assert (conv["case"], with_pack["case"]) == ("conv", "pack + conv")

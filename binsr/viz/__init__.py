@@ -7,6 +7,10 @@ redraws the figure in place; tests call them directly. One module per notebook (
 `rsign_rprelu` 03, `weights` 04, `bbcu` 05, `attention` 06, `activations` 07, `training` 08, `side_by_side` 09
 and `binsr demo`, `xnor_inference` 10; shared helpers in `common`), all re-exported here.
 
+Imports: viz is the top library layer; it may import every layer below (base, nn, data, engine, evaluation,
+training), never `binsr.cli`. A per-notebook module imports only `common` among its siblings, never another
+notebook's module: what two notebooks share lives in `common`.
+
 The course's furniture, the same in every notebook: `lesson` (the classroom switch `run_mode` and `timed`
 cells), `solutions` (exercise solutions behind a button) and `self_check` (the quiz at the end).
 
@@ -14,8 +18,8 @@ Every figure function is decorated with `styled`: one style for the series (STYL
 11 pt, sized for a projector) and one colour per model family everywhere (`model_color`, MODEL_COLORS: bicubic
 grey, FP blue, BBCU orange, proposed green, HR black).
 
-Equation numbers refer to the library docstrings: (1)-(7) `binsr.binary`, (8), (12), (13) `binsr.blocks`,
-(14) `binsr.models`, (15), (16) `binsr.summary`.
+Equation numbers refer to the library docstrings: (1)-(7) `binsr.nn.binary`, (8), (12), (13) `binsr.nn.blocks`,
+(14) `binsr.nn.models`, (15), (16) `binsr.nn.summary`.
 """
 
 import importlib
@@ -51,7 +55,6 @@ from binsr.viz.bbcu import (
     amplification_curve,
     amplification_figure,
     amplitude_ratio,
-    block_summary,
     negative_energy,
     residual_placement,
     residual_placement_figure,
@@ -62,7 +65,10 @@ from binsr.viz.common import (
     MODEL_COLORS,
     OTHER_COLOR,
     STYLE,
+    binary_convs,
+    block_summary,
     capture,
+    correlation,
     image_to_tensor,
     model_color,
     model_family,
@@ -74,7 +80,6 @@ from binsr.viz.common import (
 from binsr.viz.lesson import MODES, RunMode, cell_seconds, run_mode, run_seconds, timed
 from binsr.viz.propagation import initial_signals, initialisation_variants, propagation_figure
 from binsr.viz.rsign_rprelu import (
-    correlation,
     fraction_positive,
     rprelu_apply,
     rprelu_figure,
@@ -124,7 +129,6 @@ from binsr.viz.weights import (
     alpha_error_curve,
     alpha_error_figure,
     binarization_error,
-    binary_convs,
     flips_figure,
     latent_walk,
     latent_walk_figure,
@@ -142,9 +146,9 @@ from binsr.viz.xnor_inference import (
     accumulator_check,
     bench_figure,
     bit_layout_figure,
+    sign_string,
     size_figure,
     weight_bits,
-    word_bits,
 )
 
 # The widget helpers need ipywidgets (the "notebooks" extra): imported on first use, so `binsr demo` and the

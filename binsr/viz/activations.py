@@ -9,9 +9,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from binsr.attention import NoAttention
-from binsr.binary import RPReLU, RSign
-from binsr.blocks import AttentiveBinaryUnit, ResBlock
+from binsr.nn.attention import NoAttention
+from binsr.nn.binary import RPReLU, RSign
+from binsr.nn.blocks import AttentiveBinaryUnit, ResBlock
 from binsr.viz.common import model_color, new_figure, run_with_hooks, sample_values, styled
 
 

@@ -10,23 +10,29 @@ from matplotlib.figure import Figure
 from skimage.filters import sobel
 from torch import nn
 
-from binsr import checkpoint
-from binsr.attention import PixelAttention, SpatialAttention, SqueezeExcitation, make_attention
-from binsr.blocks import AttentiveBinaryUnit, BBCUUnit
-from binsr.metrics import rgb_to_y
-from binsr.viz.bbcu import block_summary
-from binsr.viz.common import QUANTIZED_CMAPS, new_figure, run_with_hooks, sample_tensor, styled
-from binsr.viz.rsign_rprelu import correlation
+from binsr.data.metrics import rgb_to_y
+from binsr.nn import checkpoint
+from binsr.nn.attention import PixelAttention, SpatialAttention, SqueezeExcitation, make_attention
+from binsr.nn.blocks import AttentiveBinaryUnit, BBCUUnit
+from binsr.viz.common import (
+    QUANTIZED_CMAPS,
+    block_summary,
+    correlation,
+    new_figure,
+    run_with_hooks,
+    sample_tensor,
+    styled,
+)
 
 
 def attention_kind(module: nn.Module) -> str:
-    """The `binsr.attention.ATTENTION_KINDS` name of an attention module ("none" for nn.Identity)."""
+    """The `binsr.nn.attention.ATTENTION_KINDS` name of an attention module ("none" for nn.Identity)."""
     for kind, cls in (("se", SqueezeExcitation), ("spatial", SpatialAttention), ("pixel", PixelAttention)):
         if isinstance(module, cls):
             return kind
     if isinstance(module, nn.Identity):
         return "none"
-    raise ValueError(f"{type(module).__name__} is not an attention module of binsr.attention")
+    raise ValueError(f"{type(module).__name__} is not an attention module of binsr.nn.attention")
 
 
 def attentive_units(model: nn.Module) -> list[tuple[str, AttentiveBinaryUnit]]:
@@ -35,7 +41,7 @@ def attentive_units(model: nn.Module) -> list[tuple[str, AttentiveBinaryUnit]]:
 
 
 def attention_cost(kind: str, channels: int = 32, lr_size: tuple[int, int] = (180, 320)) -> dict[str, float]:
-    """Cost of one attention module (9)-(11) on `channels` maps of `lr_size`, counted by `binsr.summary`.
+    """Cost of one attention module (9)-(11) on `channels` maps of `lr_size`, counted by `binsr.nn.summary`.
 
     params and flops follow (15)/(16) (conv weights and biases; multiply-accumulates of its 1x1 convs);
     `products` is the elementwise x * m (one multiply per feature element), which (15) does not count.
@@ -140,7 +146,7 @@ def branch_share(signal: dict, attention: bool = True) -> torch.Tensor:
 
 
 def edge_strength(image: np.ndarray) -> np.ndarray:
-    """Sobel gradient magnitude of the luma (Y of `binsr.metrics`) of a uint8 HxWx3 image."""
+    """Sobel gradient magnitude of the luma (Y of `binsr.data.metrics`) of a uint8 HxWx3 image."""
     return sobel(rgb_to_y(image))
 
 

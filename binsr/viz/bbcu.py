@@ -7,8 +7,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from binsr.binary import BinaryConv2d
-from binsr.summary import summary
+from binsr.nn.binary import BinaryConv2d
 from binsr.viz.common import new_figure, styled
 
 
@@ -110,19 +109,3 @@ def amplification_figure(
     ax_h.set_title(f"amplitudes at k = {k:.3g}")
     ax_h.legend()
     return fig
-
-
-class _Broadcast(nn.Module):
-    """Lets `binsr.summary` (which feeds an RGB image) cost a block on `channels` feature maps; no cost itself."""
-
-    def __init__(self, block: nn.Module, channels: int):
-        super().__init__()
-        self.block, self.channels = block, channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x[:, :1].expand(-1, self.channels, -1, -1))
-
-
-def block_summary(block: nn.Module, channels: int, lr_size: tuple[int, int] = (180, 320)):
-    """`binsr.summary` of a single block that takes (N, channels, H, W) feature maps."""
-    return summary(_Broadcast(block, channels), lr_size)

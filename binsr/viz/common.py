@@ -14,7 +14,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from binsr.data import to_tensor
+from binsr.data.images import to_tensor
+from binsr.nn.binary import BinaryConv2d
+from binsr.nn.summary import summary
 
 # One style for the whole series, sized to be read from the back of a room on a projector: at 100 dpi a
 # 10-inch figure is 1000 px wide (it fits a notebook column at 1280x720 without being scaled down), and 11-pt
@@ -98,7 +100,7 @@ def new_figure(width: float = 9.0, height: float = 3.2) -> Figure:
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1], as the models and `binsr.evaluate` see it."""
+    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1], as the models and `binsr.evaluation.evaluate` see it."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
     return to_tensor(image[None])
@@ -160,3 +162,31 @@ def sample_tensor(t: torch.Tensor, n: int = 20000, seed: int = 0) -> torch.Tenso
 def sample_values(t: torch.Tensor, n: int = 20000, seed: int = 0) -> np.ndarray:
     """`sample_tensor` as a float numpy array."""
     return sample_tensor(t, n, seed).float().numpy()
+
+
+def binary_convs(model: nn.Module) -> list[tuple[str, BinaryConv2d]]:
+    """(name, module) of every BinaryConv2d in `model`, in definition order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two tensors' entries."""
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+class _Broadcast(nn.Module):
+    """Lets `binsr.nn.summary` (which feeds an RGB image) cost a block on `channels` feature maps; no cost itself."""
+
+    def __init__(self, block: nn.Module, channels: int):
+        super().__init__()
+        self.block, self.channels = block, channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x[:, :1].expand(-1, self.channels, -1, -1))
+
+
+def block_summary(block: nn.Module, channels: int, lr_size: tuple[int, int] = (180, 320)):
+    """`binsr.nn.summary` of a single block that takes (N, channels, H, W) feature maps."""
+    return summary(_Broadcast(block, channels), lr_size)

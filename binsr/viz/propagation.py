@@ -7,8 +7,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from binsr.models import PREPRINT_LITERAL, bbcu_k, create_model
-from binsr.propagation import BlockSignal, signal_propagation
+from binsr.nn.models import PREPRINT_LITERAL, bbcu_k, create_model
+from binsr.nn.propagation import BlockSignal, signal_propagation
 from binsr.viz.common import as_input, model_color, model_family, new_figure, styled
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from binsr.binary import RPReLU, RSign
-from binsr.viz.common import new_figure, styled
+from binsr.nn.binary import RPReLU, RSign
+from binsr.viz.common import correlation, new_figure, styled
 
 
 def rsign_apply(features: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
@@ -65,13 +65,6 @@ def thermometer(x: torch.Tensor, thresholds) -> torch.Tensor:
     t = torch.as_tensor(thresholds, dtype=x.dtype).flatten()
     copies = x.unsqueeze(0).expand(len(t), -1, -1)
     return rsign_apply(copies, t).mean(dim=0)
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two tensors' entries."""
-    a, b = a.flatten().double(), b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
 
 
 @styled

@@ -10,12 +10,12 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from torch import nn
 
-from binsr.evaluate import upscale
-from binsr.metrics import psnr_y, rgb_to_y
+from binsr.data.metrics import psnr_y, rgb_to_y
+from binsr.evaluation.evaluate import upscale
 from binsr.viz.common import MAX_FIGSIZE, QUANTIZED_CMAPS, model_color, model_family, new_figure, styled
 
 if TYPE_CHECKING:
-    from binsr.runtime import PackedModel
+    from binsr.engine.runtime import PackedModel
 
 
 @styled
@@ -60,8 +60,8 @@ def _frame(ax, label: str) -> None:
 def super_resolve(
     models: dict[str, nn.Module | PackedModel | None], lr: np.ndarray, scale: int
 ) -> dict[str, np.ndarray]:
-    """{label: uint8 SR image} of each model (None: MATLAB bicubic; a float model, or one that `binsr.engine`
-    prepared for the XNOR runtime), exactly as `binsr.evaluate` scores it."""
+    """{label: uint8 SR image} of each model (None: MATLAB bicubic; a float model, or one that `binsr.engine.inference`
+    prepared for the XNOR runtime), exactly as `binsr.evaluation.evaluate` scores it."""
     out = {}
     for label, model in models.items():
         if isinstance(model, nn.Module):
@@ -124,7 +124,7 @@ def side_by_side_crop(
 
 
 def per_image_table(results: list[dict], metric: str = "psnr") -> str:
-    """Markdown table from `binsr.evaluate` results of several methods: one row per (dataset, image), one
+    """Markdown table from `binsr.evaluation.evaluate` results of several methods: one row per (dataset, image), one
     column per method, `metric` ("psnr" or "ssim"), with the best in bold; the dataset means last."""
     methods = list(dict.fromkeys(r["method"] for r in results))
     fmt = "{:.2f}" if metric == "psnr" else "{:.4f}"
@@ -199,7 +199,8 @@ def model_diverging_cmap(negative: str, positive: str):
 
 
 def paired_difference(results: list[dict], method_a: str, method_b: str, metric: str = "psnr") -> list[dict]:
-    """Per image of `binsr.evaluate` results: (set, image, metric of a - metric of b), for a paired comparison."""
+    """Per image of `binsr.evaluation.evaluate` results: (set, image, metric of a - metric of b), for a paired
+    comparison."""
     values = {(r["method"], r["name"], i["name"]): i[metric] for r in results for i in r["images"]}
     return [
         {"set": s, "image": image, "diff": values[(method_a, s, image)] - v}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from binsr.binary import SIGN_BACKWARDS, binary_sign, sign_derivative
+from binsr.nn.binary import SIGN_BACKWARDS, binary_sign, sign_derivative
 from binsr.viz.common import new_figure, styled
 
 _BACKWARD_COLORS = {"identity": "tab:green", "clipped": "tab:orange", "approx": "tab:red"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from binsr.models import complete_config, model_arguments
-from binsr.train import TrainConfig, train
+from binsr.nn.models import complete_config, model_arguments
+from binsr.training.train import TrainConfig, train
 from binsr.viz.common import model_color, new_figure, styled
 
 BLOCK_CHOICES: tuple[str, ...] = ("FP", "BBCU", "proposed")
@@ -38,7 +38,7 @@ def model_choice(
 
 
 class TrainingLog:
-    """A `binsr.train` callback that records every step and calls `on_update(self)` every `every` steps (and
+    """A `binsr.training.train` callback that records every step and calls `on_update(self)` every `every` steps (and
     at the last step, and whenever a new validation arrives) so a notebook can redraw a live plot."""
 
     def __init__(
@@ -116,11 +116,11 @@ def train_small(
     teacher: str | None = None,
     distill_weight: float = 1.0,
 ):
-    """`binsr.train` of `model_choice(block, ...)` on the embedded photos (by default), in a temporary folder
+    """`binsr.training.train` of `model_choice(block, ...)` on the embedded photos (by default), in a temporary folder
     unless `out_dir` is given; returns the TrainResult. `teacher` (e.g. `fp_teacher(scale, manifest)`) adds
-    distill_weight x the L1 distance to its output to the loss (binsr.distill). Everything else is TrainConfig's
-    defaults. No tqdm bar: its widget would be saved in the notebook at 0 %; `callback` (a `TrainingLog`) shows
-    the progress instead."""
+    distill_weight x the L1 distance to its output to the loss (binsr.training.distill). Everything else is
+    TrainConfig's defaults. No tqdm bar: its widget would be saved in the notebook at 0 %; `callback` (a `TrainingLog`)
+    shows the progress instead."""
     name, kwargs = model_choice(block, att_bin, att_res, n_feats, n_blocks, gate_input)
     config = TrainConfig(
         scale=scale, steps=steps, lr=lr, batch_size=batch_size, train_set=train_set, val_sets=tuple(val_sets),

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from binsr.binary import BinaryConv2d, sign_weight
-from binsr.viz.common import image_to_tensor, new_figure, styled
+from binsr.nn.binary import sign_weight
+from binsr.viz.common import binary_convs, image_to_tensor, new_figure, styled
 
 
 def binarization_error(w: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
@@ -51,11 +51,6 @@ def alpha_error_figure(w: torch.Tensor, alpha: float | None = None) -> Figure:
     ax_e.set_title("||W - α sign W||²")
     ax_e.legend()
     return fig
-
-
-def binary_convs(model: nn.Module) -> list[tuple[str, BinaryConv2d]]:
-    """(name, module) of every BinaryConv2d in `model`, in definition order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, BinaryConv2d)]
 
 
 def train_and_track(

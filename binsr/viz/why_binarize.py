@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from binsr.metrics import psnr_y
+from binsr.data.metrics import psnr_y
 from binsr.viz.common import model_color, model_family, new_figure, styled
 
 
@@ -41,7 +41,7 @@ def sr_vs_classification_figure(
     """Why SR is harder than classification: the 1-bit image (still recognisable), and faint noise everywhere.
 
     A classifier only needs its argmax to survive; an SR network is scored on every one of its 3*H*W outputs
-    (PSNR on Y as `binsr.metrics.psnr_y` measures it). The error panel's colour bar runs from 0 to `error_max`
+    (PSNR on Y as `binsr.data.metrics.psnr_y` measures it). The error panel's colour bar runs from 0 to `error_max`
     grey levels for every sigma, so that a larger noise looks larger.
     """
     if error_max <= 0:

@@ -7,13 +7,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from binsr.binary import BinaryConv2d
-from binsr.viz.common import model_color, new_figure, run_with_hooks, styled
-from binsr.viz.weights import binary_convs
+from binsr.nn.binary import BinaryConv2d
+from binsr.viz.common import binary_convs, model_color, new_figure, run_with_hooks, styled
 
 
 def weight_bits(packed, out_channel: int) -> np.ndarray:
-    """Decode the sign bits of output channel `out_channel` from a `binsr.xnor.PackedConv` as a (k*k, C) bool
+    """Decode the sign bits of output channel `out_channel` from a `binsr.engine.xnor.PackedConv` as a (k*k, C) bool
     array (row = tap dy*k + dx, column = input channel), reading the layout its docstring describes: bits is
     (k, k, words, O') uint32 or uint64, bits[dy, dx, w, o] holding channels 32w .. 32w+31 or 64w .. 64w+63 of
     output o (bit b = the word's first channel + b)."""
@@ -23,7 +22,7 @@ def weight_bits(packed, out_channel: int) -> np.ndarray:
     return bits[:, : packed.in_channels].astype(bool)
 
 
-def word_bits(word: int | np.integer, channels: int = 64) -> str:
+def sign_string(word: int | np.integer, channels: int = 64) -> str:
     """A uint64 word as its bits, channel 0 first (bit b = channel b), '+' for 1 (= +1) and '-' for 0 (= -1)."""
     return "".join("+" if (int(word) >> b) & 1 else "-" for b in range(channels))
 
@@ -54,10 +53,10 @@ def bit_layout_figure(conv: BinaryConv2d, packed, out_channel: int = 0) -> Figur
 def accumulator_check(model: nn.Module, image: np.ndarray | torch.Tensor) -> list[dict]:
     """For every BinaryConv2d of `model` on `image`: the float simulation's accumulators conv(RSign x, sign W)
     (what `BinaryConv2d.binary_conv` computes, as float32) against the XNOR + popcount kernel's integer ones
-    (`binsr.xnor.xnor_accumulators` on `pack_activations` of the same input). Returns per layer: name, shape,
+    (`binsr.engine.xnor.xnor_accumulators` on `pack_activations` of the same input). Returns per layer: name, shape,
     count, max_abs_diff and equal (bit-for-bit equality of the two as integers)."""
-    from binsr import xnor
-    from binsr.export import pack_binary_conv
+    from binsr.engine import xnor
+    from binsr.engine.export import pack_binary_conv
 
     inputs: dict[str, torch.Tensor] = {}
     convs = binary_convs(model)
@@ -109,7 +108,7 @@ def size_figure(sizes: dict[str, dict[str, int]]) -> Figure:
 
 @styled
 def bench_figure(rows: list[dict]) -> Figure:
-    """Speedups of `binsr.bench` rows (XNOR engine vs the faster torch fp32 layout), one bar per case."""
+    """Speedups of `binsr.evaluation.bench` rows (XNOR engine vs the faster torch fp32 layout), one bar per case."""
     fig = new_figure(10.0, 4.4)
     ax = fig.subplots()
     labels = [f"{r['case']}\n{r['shape']}\n{r['kernel']} kernel, {r['threads']} thr." for r in rows]
