@@ -1,11 +1,13 @@
 """Headless tests of the notebook part 2 helpers in binsr.viz (notebooks 06-10): numbers, not just 'it runs'."""
 
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from plotted import bar_heights, image_data, step_counts
@@ -172,6 +174,22 @@ def test_attention_maps_on_the_gate_range_or_stretched():
     assert stretched == pytest.approx((expected[0], max(expected[1], expected[0] + 1e-3)))
     with pytest.raises(ValueError, match="scale='log'"):
         viz.attention_browser_figure(_image(), signals, scale="log")
+
+
+def test_attention_browser_titles_do_not_run_into_each_other():
+    """Four panels side by side: each title must fit above its own panel (notebook 06 drew "a1 = 0.84, a2 = 0.90"
+    through the next panel's "mean 0.98, scale 0.975-0.996")."""
+    signals = viz.attention_signals(_proposed("pixel", "pixel"), _image())
+    for name in signals:  # long names and wide numbers: the worst case of the model's units
+        signals[name] = {**signals[name], "a1": -10.123, "a2": -10.456}
+    fig = viz.attention_browser_figure(_image(), signals, channel=3)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # the layout places the titles
+    renderer = canvas.get_renderer()
+    boxes = sorted((ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()), key=lambda b: b.x0)
+    assert len(boxes) == 4
+    assert all(left.x1 < right.x0 for left, right in itertools.pairwise(boxes))
+    assert boxes[-1].x1 <= fig.bbox.width
 
 
 def test_branch_scales():

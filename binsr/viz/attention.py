@@ -223,7 +223,8 @@ def _draw_map(
         lo, hi = gate_range
     im = ax.imshow(m[c].numpy(), cmap=QUANTIZED_CMAPS["viridis"], interpolation="nearest", vmin=lo, vmax=hi)
     which = "spatial" if m.shape[0] == 1 else f"ch. {c}"
-    ax.set_title(f"{title}, {which}\nmean {float(m[c].mean()):.2f}, scale {lo:.3g}–{hi:.3g}")
+    # three short lines: four panels side by side leave each title a quarter of the width
+    ax.set_title(f"{title}, {which}\nmean {float(m[c].mean()):.2f}\ncolours {lo:.3g}–{hi:.3g}")
     ax.set_axis_off()
     fig.colorbar(im, ax=ax, shrink=0.7)
 
@@ -247,17 +248,17 @@ def attention_browser_figure(
     name = _unit_name(signals, block, unit)
     s = signals[name]
     gate_range = s["gate_range"] if scale == "gate range" else None
-    fig = new_figure(10.0, 3.3)
+    fig = new_figure(10.0, 3.6)
     ax_i, ax_b, ax_r, ax_s = fig.subplots(1, 4)
     ax_i.imshow(image)
-    ax_i.set_title(f"{name}\na1 = {s['a1']:.2f}, a2 = {s['a2']:.2f}")
+    ax_i.set_title(f"{name}\na1 = {s['a1']:.2f}\na2 = {s['a2']:.2f}")
     ax_i.set_axis_off()
     _draw_map(ax_b, fig, s["m_b"], channel, f"m_b ({s['kinds'][0]})", gate_range)
     _draw_map(ax_r, fig, s["m_r"], channel, f"m_r ({s['kinds'][1]})", gate_range)
     share = branch_share(s)
     top = max(float(share.max()), 1e-6)
     im = ax_s.imshow(share.numpy(), cmap=QUANTIZED_CMAPS["magma"], interpolation="nearest", vmin=0, vmax=top)
-    ax_s.set_title(f"binary share {float(share.mean()):.0%}\n(maps = 1: {float(branch_share(s, False).mean()):.0%})")
+    ax_s.set_title(f"binary share\n{float(share.mean()):.0%}\n(maps = 1: {float(branch_share(s, False).mean()):.0%})")
     ax_s.set_axis_off()
     fig.colorbar(im, ax=ax_s, shrink=0.7)
     return fig
