@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 export NUMBA_THREADING_LAYER := workqueue
 
-.PHONY: demo test test-browser lint lab book present bench experiment clean
+.PHONY: demo test test-browser lint lab book present notebook bench experiment clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,16 @@ present: $(VENV)/.installed
 	if [ -z "$$nb" ]; then echo "no notebook notebooks/$(NB)_*.ipynb: NB is its number, 01 to 10" >&2; exit 2; fi; \
 	echo "Presenter view of $$nb: open http://127.0.0.1:$(PRESENT_PORT)/ once Voila says it is running (Ctrl-C stops it)"; \
 	$(VENV)/bin/voila "$$nb" --no-browser --port=$(PRESENT_PORT) $(PRESENT_ARGS)
+
+# Execute one notebook in full (not quick mode) and save it with its outputs, e.g. NB=06; its figures are then
+# slimmed for the repository (binsr.viz.saved), and the seconds its Run All took are printed for its row of the
+# run-time table in notebooks/README.md (tests/test_guide.py checks the table against the saved times).
+notebook: $(VENV)/.installed
+	@nb="$$(ls notebooks/$(NB)_*.ipynb 2>/dev/null | head -1)"; \
+	if [ -z "$$nb" ]; then echo "no notebook notebooks/$(NB)_*.ipynb: NB is its number, 01 to 10" >&2; exit 2; fi; \
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 "$$nb" && \
+	$(PY) -m binsr.viz.saved "$$nb" && \
+	$(PY) -c "import sys; from binsr.viz.lesson import run_seconds; print(f'{sys.argv[1]}: Run All took {run_seconds(sys.argv[1]):.0f} s')" "$$nb"
 
 bench: $(VENV)/.installed
 	$(PY) -m binsr bench
