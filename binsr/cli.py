@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from binsr.base.intervals import COUNT, FINITE, POSITIVE_COUNT, Interval
+from binsr.base.intervals import COUNT, POSITIVE_COUNT, Interval
 from binsr.training.config import LEARNING_RATE, TrainConfig
 
 # ---- parsing -------------------------------------------------------------------------------------------
@@ -68,46 +68,47 @@ def _tile(text: str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options that choose a registry model's architecture (only those given are passed on)."""
-    from binsr.nn.models import LIMITS, SCALES
+    """One option per model argument, made from its field in `binsr.nn.config` (help, type, accepted values); only
+    those given are passed on, so each model's defaults are its registry entry's."""
+    from binsr.nn.config import argument_fields
+    from binsr.nn.models import MODELS
 
-    parser.add_argument("--scale", type=int, choices=SCALES, default=2, help="upscaling factor: 2, 3 or 4 (default 2)")
-    parser.add_argument("--n-feats", type=_number(int, LIMITS["n_feats"]), help="channels (width)")
-    parser.add_argument("--n-blocks", type=_number(int, LIMITS["n_blocks"]), help="residual blocks (depth)")
-    parser.add_argument("--att-bin", help="attention on the binary branch: none, se, spatial, pixel (edsr-proposed)")
-    parser.add_argument("--att-res", help="attention on the residual branch: none, se, spatial, pixel (edsr-proposed)")
-    parser.add_argument("--k", type=_number(float, LIMITS["k"]),
-                        help="amplification factor k (BBCU default 130*n_feats/64)")
-    parser.add_argument("--alpha-mode", choices=["mean", "learnable"], help="weight scale alpha: mean|W| or learned")
-    parser.add_argument("--weight-grad", choices=["bbcu", "scaled"], help="latent-weight gradient form (6a)")
-    parser.add_argument("--a1-init", type=_number(float, FINITE),
-                        help="initial a1, binary branch scale (edsr-proposed)")
-    parser.add_argument("--a2-init", type=_number(float, FINITE), help="initial a2, residual scale (edsr-proposed)")
-    parser.add_argument("--gate", choices=["sigmoid", "2sigmoid"], help="attention gate form (edsr-proposed)")
-    parser.add_argument("--gate-init", type=_float_or_none, help="initial gate value, or 'none' for the default init")
-    parser.add_argument("--gate-input", choices=["amplified", "unit"],
-                        help="what the attention gates see (edsr-proposed): the features / k (unit, the default) "
-                             "or as they are, k-amplified (amplified: spatial and pixel gates jump at step 1, README)")
+    for name, setting in argument_fields().items():
+        meta, flag = setting.metadata, "--" + name.replace("_", "-")
+        takers = [model for model, entry in MODELS.items() if name in entry.defaults]
+        text = meta["help"] + (f"; none: {meta['none']}" if meta.get("none") else "")
+        text += "" if len(takers) == len(MODELS) else f" ({', '.join(takers)})"
+        if name == "scale":  # also the run's scale (TrainConfig), so it has the run's default
+            default = TrainConfig().scale
+            parser.add_argument(flag, type=int, choices=meta["choices"], default=default,
+                                help=f"{text} (default {default})")
+        elif "choices" in meta:
+            parser.add_argument(flag, choices=meta["choices"], help=text)
+        else:
+            parse = _number(int if meta["valid"].integer else float, meta["valid"])
+            parser.add_argument(flag, type=_or_none(parse) if meta.get("none") else parse, help=text)
     parser.add_argument("--preprint-literal", action="store_true",
                         help="edsr-proposed as the preprint reads: k=1, a1=a2=1, sigmoid gates, default init")
 
 
-def _float_or_none(text: str) -> float | str:
-    return "none" if text.lower() == "none" else _number(float, FINITE)(text)
+NONE = "none"  # what an option whose argument may be None is given for it
 
 
-MODEL_OPTIONS = ("scale", "n_feats", "n_blocks", "att_bin", "att_res", "k", "alpha_mode", "weight_grad",
-                 "a1_init", "a2_init", "gate", "gate_init", "gate_input")
+def _or_none(parse: Callable[[str], int | float]) -> Callable[[str], int | float | str]:
+    """An argparse type: NONE, or what `parse` reads."""
+    return lambda text: NONE if text.lower() == NONE else parse(text)
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
     """The registry arguments given on the command line (--preprint-literal first, explicit options over it)."""
+    from binsr.nn.config import argument_fields
     from binsr.nn.models import PREPRINT_LITERAL
 
     kwargs = dict(PREPRINT_LITERAL) if getattr(args, "preprint_literal", False) else {}
-    kwargs.update({name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name, None) is not None})
-    if kwargs.get("gate_init") == "none":
-        kwargs["gate_init"] = None
+    for name, setting in argument_fields().items():
+        value = getattr(args, name, None)
+        if value is not None:
+            kwargs[name] = None if setting.metadata.get("none") and value == NONE else value
     return kwargs
 
 

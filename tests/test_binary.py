@@ -1,10 +1,14 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from binsr.nn.binary import BinaryConv2d, RPReLU, RSign, binary_sign, mean_abs_scale, sign_derivative, sign_weight
+from binsr.nn.config import BBCU_BINARIZATION, Binarization
+
+LEARNABLE = replace(BBCU_BINARIZATION, alpha_mode="learnable")
 
 POINTS = torch.tensor([-2.0, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
 
@@ -49,7 +53,7 @@ def test_unknown_backward_is_a_one_line_error():
 
 
 def test_rsign_threshold_convention_and_gradient():
-    rsign = RSign(2, backward="clipped")
+    rsign = RSign(2, sign_backward="clipped")
     with torch.no_grad():
         rsign.threshold.copy_(torch.tensor([0.5, -1.0]))
     x = torch.tensor([0.5, 0.6, -1.0, -0.9]).view(1, 2, 2, 1).requires_grad_(True)
@@ -105,7 +109,7 @@ def test_rprelu_formula():
 
 def test_binary_conv_equals_reference_float_path():
     torch.manual_seed(1)
-    conv = BinaryConv2d(5, 7, alpha_mode="learnable", rprelu=False)
+    conv = BinaryConv2d(5, 7, binarization=LEARNABLE, rprelu=False)
     with torch.no_grad():
         conv.rsign.threshold.uniform_(-0.3, 0.3)
         conv.alpha.uniform_(0.1, 2.0)
@@ -119,7 +123,7 @@ def test_binary_conv_equals_reference_float_path():
 
 def test_binary_conv_gradients_reach_every_parameter():
     torch.manual_seed(2)
-    conv = BinaryConv2d(4, 4, alpha_mode="learnable")
+    conv = BinaryConv2d(4, 4, binarization=LEARNABLE)
     x = torch.randn(1, 4, 8, 8) * 0.5
     conv(x).square().sum().backward()
     for name, p in conv.named_parameters():
@@ -128,7 +132,7 @@ def test_binary_conv_gradients_reach_every_parameter():
 
 def test_learnable_alpha_starts_at_mean_abs_and_is_not_computed_on_the_meta_device(monkeypatch):
     torch.manual_seed(0)
-    conv = BinaryConv2d(4, 6, alpha_mode="learnable")
+    conv = BinaryConv2d(4, 6, binarization=LEARNABLE)
     assert torch.equal(conv.alpha.data, conv.weight.detach().abs().mean(dim=(1, 2, 3)))
     # A checkpoint's skeleton (binsr.nn.checkpoint builds it on the meta device) must not run a meta op: torch's
     # first meta `abs` in a process took 2.5 s of lazy imports on every command that loaded an attentive model.
@@ -136,12 +140,12 @@ def test_learnable_alpha_starts_at_mean_abs_and_is_not_computed_on_the_meta_devi
 
     monkeypatch.setattr(binsr.nn.binary, "mean_abs_scale", lambda w: pytest.fail("alpha averaged on the meta device"))
     with torch.device("meta"):
-        skeleton = BinaryConv2d(4, 6, alpha_mode="learnable")
+        skeleton = BinaryConv2d(4, 6, binarization=LEARNABLE)
     assert skeleton.alpha.is_meta and skeleton.alpha.shape == (6,)
 
 
 def test_mean_mode_alpha_has_no_gradient_and_tracks_weights():
-    conv = BinaryConv2d(3, 2, alpha_mode="mean")
+    conv = BinaryConv2d(3, 2, binarization=BBCU_BINARIZATION)
     assert conv.alpha is None
     with torch.no_grad():
         conv.weight.fill_(-0.5)
@@ -153,14 +157,16 @@ def test_binary_conv_rejects_wrong_input():
     with pytest.raises(ValueError, match=r"expected \(N, 3, H, W\) input, got \(1, 4, 5, 5\)"):
         conv(torch.zeros(1, 4, 5, 5))
     with pytest.raises(ValueError, match="alpha_mode='max' is not valid"):
-        BinaryConv2d(3, 2, alpha_mode="max")
+        Binarization("approx", "max", "bbcu")
+    with pytest.raises(ValueError, match="sign_backward='tanh' is not valid"):
+        Binarization("tanh", "mean", "bbcu")
 
 
 @pytest.mark.parametrize("alpha_mode", ["mean", "learnable"])
 def test_bbcu_weight_gradient_is_bbcus_straight_through_estimator(alpha_mode):
     """BBCU's HardBinaryConv: W_b = (alpha sign W).detach() - clamp(W).detach() + clamp(W); y = conv(x, W_b)."""
     torch.manual_seed(0)
-    conv = BinaryConv2d(4, 3, alpha_mode=alpha_mode, rprelu=False, weight_grad="bbcu")
+    conv = BinaryConv2d(4, 3, binarization=replace(BBCU_BINARIZATION, alpha_mode=alpha_mode), rprelu=False)
     with torch.no_grad():
         conv.weight.mul_(40)  # some |W| > 1, so the clip window matters
     x = torch.randn(2, 4, 5, 5)
@@ -172,7 +178,7 @@ def test_bbcu_weight_gradient_is_bbcus_straight_through_estimator(alpha_mode):
     torch.nn.functional.conv2d(conv.rsign(x), w_b, padding=1).square().sum().backward()
     assert 0 < (conv.weight.abs() <= 1).float().mean() < 1
     assert torch.allclose(conv.weight.grad, w.grad, rtol=1e-5, atol=1e-6)
-    scaled = BinaryConv2d(4, 3, alpha_mode=alpha_mode, rprelu=False, weight_grad="scaled")
+    scaled = BinaryConv2d(4, 3, binarization=Binarization("approx", alpha_mode, "scaled"), rprelu=False)
     scaled.load_state_dict(conv.state_dict())
     scaled(x).square().sum().backward()
     assert torch.allclose(scaled.weight.grad, w.grad * alpha, rtol=1e-5, atol=1e-7)

@@ -1,7 +1,15 @@
+from dataclasses import replace
+
 import torch
 
 from binsr.nn.attention import PixelAttention
 from binsr.nn.blocks import AttentiveBinaryBlock, AttentiveBinaryUnit, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
+from binsr.nn.config import BBCU_BINARIZATION, Attention
+
+LEARNABLE = replace(BBCU_BINARIZATION, alpha_mode="learnable")
+# the papers' gates (sigmoid, PyTorch's init) seeing x as it is
+PAPERS = Attention(att_bin="none", att_res="none", gate="sigmoid", gate_init=None, gate_input="amplified", a1_init=1.0,
+                   a2_init=1.0)
 
 
 def randomise_(module: torch.nn.Module, seed: int = 0) -> None:
@@ -14,9 +22,9 @@ def randomise_(module: torch.nn.Module, seed: int = 0) -> None:
 
 def test_attentive_unit_without_attention_is_exactly_the_bbcu_unit():
     torch.manual_seed(0)
-    bbcu = BBCUUnit(16, alpha_mode="learnable")
+    bbcu = BBCUUnit(16, LEARNABLE)
     randomise_(bbcu)
-    unit = AttentiveBinaryUnit(16, att_bin="none", att_res="none", alpha_mode="learnable", learn_scales=False)
+    unit = AttentiveBinaryUnit(16, LEARNABLE, PAPERS, learn_scales=False)
     unit.load_state_dict(bbcu.state_dict() | {"a1": torch.tensor(1.0), "a2": torch.tensor(1.0)})
     x = torch.randn(2, 16, 7, 5)
     assert torch.equal(unit(x), bbcu(x))
@@ -31,7 +39,7 @@ def test_bbcu_unit_residual_is_outside_the_activation():
 
 def test_attentive_unit_formula_and_scale_gradients():
     torch.manual_seed(1)
-    unit = AttentiveBinaryUnit(8, att_bin="pixel", att_res="spatial")
+    unit = AttentiveBinaryUnit(8, LEARNABLE, replace(PAPERS, att_bin="pixel", att_res="spatial"))
     randomise_(unit, 3)
     x = torch.randn(1, 8, 6, 6)
     branch = unit.conv(x)
@@ -62,7 +70,8 @@ def test_blocks_on_a_constant_image_give_the_hand_computed_numbers():
     assert torch.equal(bbcu(ones), _grid(5, 7, 10))
     # a negative input has sign -1 everywhere, and RPReLU's slope 0.25 scales the negative sums: -0.25 * 0.5 * (4, 6, 9)
     assert torch.equal(bbcu(-ones), _grid(-2, -2.5, -3.25))
-    attentive = AttentiveBinaryBlock(1, att_bin="none", att_res="none", alpha_mode="mean", a1_init=2.0, a2_init=0.5)
+    attentive = AttentiveBinaryBlock(1, binarization=BBCU_BINARIZATION, attention=replace(PAPERS, a1_init=2.0,
+                                                                                         a2_init=0.5))
     for unit in attentive:
         unit.conv.weight.data.fill_(0.5)
     # unit 1: 2 * 0.5 * (4, 6, 9) + 0.5 * 1 = (4.5, 6.5, 9.5); unit 2: (4, 6, 9) + 0.5 * (4.5, 6.5, 9.5)

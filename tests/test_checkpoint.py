@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from binsr.nn import checkpoint
+from binsr.nn.config import VERSION
 from binsr.nn.models import MODELS, complete_config, create_model, model_arguments
 
 TINY = {"n_feats": 4, "n_blocks": 1}
@@ -104,7 +105,7 @@ def test_shipped_checkpoints_match_the_manifest_and_are_small(name):
     state = checkpoint.load(path)
     assert "optimizer" not in state and state["step"] == entry["steps"]
     model = checkpoint.pretrained(name)
-    assert model.config == complete_config({"name": entry["model"], "kwargs": entry["arguments"]})
+    assert model.config == checkpoint.shipped_config(entry)
     kind = entry["arguments"].get("att_bin")  # proposed variants other than the best carry their attention kind
     assert name in (f"{entry['model']}-x{model.scale}", f"{entry['model']}-{kind}-x{model.scale}")
     assert entry["file"] == f"{name}.pt"
@@ -118,23 +119,81 @@ def _rewrite(path, **changes):
 
 
 def test_a_checkpoint_stored_before_gate_input_existed_loads_with_the_gates_it_was_trained_with(tmp_path):
-    # gate_input's default is now "unit"; a model stored without the argument had gates that saw the amplified
-    # features, and must come back that way: the same outputs, bit for bit
+    # gate_input's default is now "unit"; a model stored without the argument (version 1) had gates that saw the
+    # amplified features, and must come back that way: the same outputs, bit for bit
     torch.manual_seed(0)
     model = create_model("edsr-proposed", scale=2, att_bin="pixel", att_res="spatial", gate_input="amplified", **TINY)
     for p in model.parameters():
         p.data.add_(0.1 * torch.randn_like(p))  # gates away from their identity start, so the input scale matters
     path = checkpoint.save(tmp_path / "old.pt", model)
-    stored_kwargs = {k: v for k, v in model.config["kwargs"].items() if k != "gate_input"}
-    old_config = {"name": "edsr-proposed", "kwargs": stored_kwargs}
-    _rewrite(path, model=old_config)
+    assert torch.load(path, weights_only=True)["model"]["version"] == VERSION
+    kwargs = {k: v for k, v in model.config["kwargs"].items() if k != "gate_input"}
+    version_1 = {"name": "edsr-proposed", "kwargs": {("backward" if k == "sign_backward" else k): v
+                                                     for k, v in kwargs.items()}}
+    _rewrite(path, model=version_1)
     loaded = checkpoint.load_model(path)
-    assert loaded.config["kwargs"]["gate_input"] == "amplified"
+    assert loaded.config == model.config and loaded.config["kwargs"]["gate_input"] == "amplified"
     x = torch.rand(1, 3, 6, 7)
     assert torch.equal(loaded(x), model.eval()(x))
-    unit = create_model("edsr-proposed", **old_config["kwargs"]).eval()  # today's default, the same weights
+    unit = create_model("edsr-proposed", **kwargs).eval()  # today's default, the same weights
     unit.load_state_dict(model.state_dict())
     assert not torch.equal(unit(x), loaded(x))
+    _rewrite(path, model={**model.config, "version": 99})
+    with pytest.raises(ValueError, match=r"asks for a model binsr does not build: model config version 99 is not "
+                                         r"valid; expected an integer in \[1, 3\]$"):
+        checkpoint.load_model(path)
+
+
+# What each shipped checkpoint holds, written out: the files predate the config's version (their "model" has none,
+# and names the sign's backward "backward"), so each loads through the migrations. Today's main computed these
+# configs and state-dict keys, and the outputs below bit for bit, before binsr.nn.config existed.
+_BBCU = {"k": None, "sign_backward": "approx", "alpha_mode": "mean", "weight_grad": "bbcu"}
+_PROPOSED = {"k": None, "sign_backward": "approx", "alpha_mode": "learnable", "weight_grad": "bbcu", "gate": "2sigmoid",
+             "gate_init": 1.0, "a1_init": 1.0, "a2_init": 1.0}
+
+
+def _small(scale: int) -> dict:
+    return {"scale": scale, "n_feats": 32, "n_blocks": 8}
+
+
+SHIPPED = {
+    "edsr-fp-x2": ("edsr-fp", {**_small(2), "res_scale": 1.0}),
+    "edsr-fp-x4": ("edsr-fp", {**_small(4), "res_scale": 1.0}),
+    "edsr-bbcu-x2": ("edsr-bbcu", {**_small(2), **_BBCU}),
+    "edsr-bbcu-x4": ("edsr-bbcu", {**_small(4), **_BBCU}),
+    "edsr-proposed-x2": ("edsr-proposed", {**_small(2), **_PROPOSED, "att_bin": "se", "att_res": "se",
+                                           "gate_input": "amplified"}),
+    "edsr-proposed-x4": ("edsr-proposed", {**_small(4), **_PROPOSED, "att_bin": "se", "att_res": "se",
+                                           "gate_input": "amplified"}),
+    "edsr-proposed-spatial-x2": ("edsr-proposed", {**_small(2), **_PROPOSED, "att_bin": "spatial",
+                                                   "att_res": "spatial", "gate_input": "amplified"}),
+    "edsr-proposed-pixel-x2": ("edsr-proposed", {**_small(2), **_PROPOSED, "att_bin": "pixel", "att_res": "pixel",
+                                                 "gate_input": "unit"}),
+    "edsr-proposed-pixel-x4": ("edsr-proposed", {**_small(4), **_PROPOSED, "att_bin": "pixel", "att_res": "pixel",
+                                                 "gate_input": "unit"}),
+}
+
+
+def test_every_shipped_checkpoint_is_listed():
+    assert set(SHIPPED) == set(checkpoint.read_manifest()["models"])
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_checkpoints_migrate_to_the_model_they_were_trained_as_bit_for_bit(name):
+    model_name, kwargs = SHIPPED[name]
+    entry = checkpoint.read_manifest()["models"][name]
+    state = checkpoint.load(checkpoint.ASSETS / entry["file"])
+    assert "version" not in state["model"]
+    assert ("backward" in state["model"]["kwargs"]) == (model_name != "edsr-fp")
+    expected = {"name": model_name, "kwargs": kwargs}
+    assert complete_config(state["model"]) == expected == checkpoint.shipped_config(entry)
+    loaded = checkpoint.pretrained(name)  # migrated, then a strict state-dict load
+    assert loaded.config == expected
+    rebuilt = create_model(model_name, **kwargs).eval()  # from the literal, no migration
+    rebuilt.load_state_dict(state["state_dict"], strict=True)
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), rebuilt(x))
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused_in_one_line(tmp_path):

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from binsr.cli import main
+from binsr.cli import build_parser, main, model_kwargs
 from binsr.nn import checkpoint
 from binsr.nn.checkpoint import load_model
+from binsr.nn.config import argument_fields
+from binsr.nn.models import MODELS, model_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +30,34 @@ def test_bad_model_argument_is_one_line_on_stderr(capsys):
     assert err == f"binsr summary: error: {expected}\n"
 
 
+def _a_value_other_than_the_default(setting, default):
+    """A value the field `setting` accepts, other than `default`, as (command-line text, value)."""
+    if "choices" in setting.metadata:
+        value = next(choice for choice in setting.metadata["choices"] if choice != default)
+        return str(value), value
+    value = 3 if setting.metadata["valid"].integer else 0.75
+    return str(value), value
+
+
+@pytest.mark.parametrize("command", ["summary", "train"])
+def test_every_model_argument_is_an_option_that_reaches_the_models_config(command):
+    parser = build_parser()
+    subparser = parser._subparsers._group_actions[0].choices[command]
+    options = {option for action in subparser._actions for option in action.option_strings}
+    settings = argument_fields()
+    assert {"--" + name.replace("_", "-") for name in settings} <= options
+    for model, entry in MODELS.items():
+        for name in entry.defaults:
+            text, value = _a_value_other_than_the_default(settings[name], entry.defaults[name])
+            flag = "--" + name.replace("_", "-")
+            words = ["summary", model] if command == "summary" else ["train", "--model", model]
+            args = parser.parse_args([*words, flag, text])
+            built = model_arguments(model, **model_kwargs(args))
+            assert built[name] == value != entry.defaults[name], (model, name)
+    args = parser.parse_args(["summary", "edsr-proposed", "--gate-init", "none", "--k", "None"])
+    assert model_kwargs(args) == {"scale": 2, "gate_init": None, "k": None}
+
+
 def test_help_lists_every_command_in_order(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -42,8 +72,8 @@ def test_summary_loads_neither_matplotlib_nor_the_training_code():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     expected = ["binsr.base", "binsr.base.intervals", "binsr.cli", "binsr.nn", "binsr.nn.attention",
-                "binsr.nn.binary", "binsr.nn.blocks", "binsr.nn.models", "binsr.nn.summary", "binsr.training",
-                "binsr.training.config"]  # fmt: skip
+                "binsr.nn.binary", "binsr.nn.blocks", "binsr.nn.config", "binsr.nn.models", "binsr.nn.summary",
+                "binsr.training", "binsr.training.config"]  # fmt: skip
     assert out.splitlines()[-1] == str(expected)
 
 
@@ -166,7 +196,7 @@ def test_ctrl_c_while_torch_is_still_importing_is_one_line():
                     raise KeyboardInterrupt
 
         sys.meta_path.insert(0, CtrlC())
-        from binsr.cli import main
+        from binsr.cli import build_parser, main, model_kwargs
         sys.exit(main(["summary", "edsr-fp"]))"""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

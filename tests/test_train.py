@@ -14,6 +14,7 @@ from binsr.base.files import claim_run
 from binsr.cli import build_parser, main, train_config
 from binsr.data.images import PatchSampler
 from binsr.nn import checkpoint
+from binsr.nn.config import VERSION
 from binsr.nn.models import create_model
 from binsr.training.distill import distillation, load_teacher
 from binsr.training.train import Progress, TrainConfig, TrainingInterrupted, _Loss, learning_rate, train
@@ -94,7 +95,12 @@ def test_resumed_run_reaches_exactly_the_parameters_of_an_uninterrupted_run(imag
     whole = train("edsr-proposed", kwargs, config, tmp_path / "whole")
     with pytest.raises(_Interrupt):
         train("edsr-proposed", kwargs, config, tmp_path / "parts", callback=_stop_at(3))
-    assert checkpoint.load(tmp_path / "parts" / "last.pt")["step"] == 3
+    last = tmp_path / "parts" / "last.pt"
+    state = checkpoint.load(last)
+    assert state["step"] == 3 and state["model"]["version"] == VERSION
+    # as binsr wrote run folders before the model config had a version (2) and the sign's backward its name
+    old_names = {("backward" if key == "sign_backward" else key): v for key, v in state["model"]["kwargs"].items()}
+    torch.save({**state, "model": {"name": "edsr-proposed", "kwargs": old_names}}, last)
     resumed = train("edsr-proposed", kwargs, config, tmp_path / "parts", resume=True)
     assert resumed.step == 6
     assert _same_tensors(resumed.model.state_dict(), whole.model.state_dict())

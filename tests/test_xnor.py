@@ -5,6 +5,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from binsr.engine import native, xnor
 from binsr.engine.export import pack_binary_conv
 from binsr.nn.binary import BinaryConv2d, RSign
+from binsr.nn.config import BBCU_BINARIZATION
 
 CHANNELS = (1, 3, 31, 32, 33, 64, 65, 128, 130)
 
@@ -119,7 +121,7 @@ def test_packing_an_nchw_map_and_copying_to_nchw_match_the_nhwc_path(channels, k
 def perturbed_conv(channels: int, out_channels: int, alpha_mode: str, rprelu: bool, seed: int) -> BinaryConv2d:
     """A BinaryConv2d with thresholds, alpha and RPReLU moved off their initial values."""
     torch.manual_seed(seed)
-    conv = BinaryConv2d(channels, out_channels, 3, alpha_mode=alpha_mode, rprelu=rprelu)
+    conv = BinaryConv2d(channels, out_channels, 3, replace(BBCU_BINARIZATION, alpha_mode=alpha_mode), rprelu=rprelu)
     with torch.no_grad():
         for name, p in conv.named_parameters():
             if name != "weight":

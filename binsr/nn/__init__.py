@@ -1,5 +1,6 @@
 """The network: the paper's pieces as torch modules, the models built from them, and their files.
 
+    config        the model's one description: Binarization, Attention and ModelConfig; versions and migrations
     binary        RSign, RPReLU, BinaryConv2d and the sign and its backward: equations (1)-(7)
     attention     squeeze-and-excitation, spatial and pixel attention, and their gate forms
     blocks        the BBCU unit (8) and the attentive binary unit (12), (13); blocks and residual blocks

@@ -15,7 +15,11 @@ initialisation (g = 1 with "2sigmoid": the module starts as the identity).
 
 What the gate sees, eq. (9b): out = x * gate(z(s x)). In a body amplified by k (14) the features are about k
 times larger than the image; s = 1/k lets the logits see them at unit scale, so a gate's weights change its map
-as fast as in an unamplified net. The map still multiplies x itself. s = 1 (the papers) is the default.
+as fast as in an unamplified net. The map still multiplies x itself. s = 1 (the papers) is the default. A model
+chooses s by its Attention's `gate_input` (`binsr.nn.config`); a module holds the number, `input_scale`.
+
+The modules here default to the papers' gate (sigmoid, PyTorch's init, s = 1); a model's attentive units pass what
+its config chose (`binsr.nn.blocks.AttentiveBinaryUnit`).
 
 The gate is a submodule (`.gate`), so a forward hook on it sees the map; nothing is stored in the module.
 """
@@ -28,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION_KINDS: tuple[str, ...] = ("none", "se", "spatial", "pixel")
-GATE_FORMS: tuple[str, ...] = ("sigmoid", "2sigmoid")
+from binsr.nn.config import ATTENTION_KINDS, GATE_FORMS
 
 
 class Gate(nn.Module):

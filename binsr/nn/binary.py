@@ -18,18 +18,12 @@ The convention "+1 iff x > threshold" is the one the bit-packing engine (`binsr.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SignBackward = Literal["clipped", "approx", "identity"]
-AlphaMode = Literal["mean", "learnable"]
-WeightGrad = Literal["bbcu", "scaled"]
-SIGN_BACKWARDS: tuple[str, ...] = ("clipped", "approx", "identity")
-ALPHA_MODES: tuple[str, ...] = ("mean", "learnable")
-WEIGHT_GRADS: tuple[str, ...] = ("bbcu", "scaled")
+from binsr.nn.config import BBCU_BINARIZATION, SIGN_BACKWARDS, Binarization, SignBackward
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -37,33 +31,33 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not valid; expected one of {', '.join(choices)}")
 
 
-def sign_derivative(x: torch.Tensor, backward: SignBackward) -> torch.Tensor:
+def sign_derivative(x: torch.Tensor, sign_backward: SignBackward) -> torch.Tensor:
     """The surrogate derivative d sign(x)/dx of eq. (2), (3) or (4), evaluated at x."""
-    _check_choice("backward", backward, SIGN_BACKWARDS)
-    if backward == "identity":
+    _check_choice("sign_backward", sign_backward, SIGN_BACKWARDS)
+    if sign_backward == "identity":
         return torch.ones_like(x)
-    if backward == "clipped":
+    if sign_backward == "clipped":
         return (x.abs() <= 1).to(x.dtype)
     return torch.where(x.abs() < 1, 2 - 2 * x.abs(), torch.zeros_like(x))
 
 
 class _SignSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, backward: str) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, sign_backward: str) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.backward_kind = backward
+        ctx.sign_backward = sign_backward
         return torch.where(x > 0, 1.0, -1.0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return grad_out * sign_derivative(x, ctx.backward_kind), None
+        return grad_out * sign_derivative(x, ctx.sign_backward), None
 
 
-def binary_sign(x: torch.Tensor, backward: SignBackward = "approx") -> torch.Tensor:
-    """Eq. (1) forward (+1 iff x > 0, else -1) with the surrogate gradient `backward`, eq. (2)-(4)."""
-    _check_choice("backward", backward, SIGN_BACKWARDS)
-    return _SignSTE.apply(x, backward)
+def binary_sign(x: torch.Tensor, sign_backward: SignBackward = BBCU_BINARIZATION.sign_backward) -> torch.Tensor:
+    """Eq. (1) forward (+1 iff x > 0, else -1) with the surrogate gradient `sign_backward`, eq. (2)-(4)."""
+    _check_choice("sign_backward", sign_backward, SIGN_BACKWARDS)
+    return _SignSTE.apply(x, sign_backward)
 
 
 class RSign(nn.Module):
@@ -72,18 +66,18 @@ class RSign(nn.Module):
     ReActNet's RSign; BBCU's code writes it as a learnable bias added before sign (t = -bias).
     """
 
-    def __init__(self, channels: int, backward: SignBackward = "approx"):
+    def __init__(self, channels: int, sign_backward: SignBackward = BBCU_BINARIZATION.sign_backward):
         super().__init__()
-        _check_choice("backward", backward, SIGN_BACKWARDS)
+        _check_choice("sign_backward", sign_backward, SIGN_BACKWARDS)
         self.threshold = nn.Parameter(torch.zeros(channels))
-        self.backward = backward
+        self.sign_backward = sign_backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x - t > 0 exactly when x > t in IEEE arithmetic, so the packer may compare x > t directly.
-        return binary_sign(x - self.threshold.view(1, -1, 1, 1), self.backward)
+        return binary_sign(x - self.threshold.view(1, -1, 1, 1), self.sign_backward)
 
     def extra_repr(self) -> str:
-        return f"{self.threshold.numel()}, backward={self.backward!r}"
+        return f"{self.threshold.numel()}, sign_backward={self.sign_backward!r}"
 
 
 class _WeightSign(torch.autograd.Function):
@@ -137,6 +131,7 @@ class BinaryConv2d(nn.Module):
     The ±1 activations are zero-padded exactly as `F.conv2d` does. The integer conv of ±1 tensors is exact
     in float32, and alpha is applied afterwards with one rounding, so the XNOR engine can match it bit for bit.
 
+    `binarization` (a `binsr.nn.config.Binarization`, by default BBCU's) chooses the RSign's surrogate gradient and:
     alpha_mode "mean": alpha = mean|W_l|, recomputed and detached each step (BBCU);
     alpha_mode "learnable": alpha is a parameter initialised to mean|W_l| (Ma et al. 2019, the preprint).
 
@@ -149,24 +144,20 @@ class BinaryConv2d(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int = 3,
-        alpha_mode: AlphaMode = "mean",
+        binarization: Binarization = BBCU_BINARIZATION,
         rprelu: bool = True,
-        backward: SignBackward = "approx",
-        weight_grad: WeightGrad = "bbcu",
     ):
         super().__init__()
-        _check_choice("alpha_mode", alpha_mode, ALPHA_MODES)
-        _check_choice("weight_grad", weight_grad, WEIGHT_GRADS)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size={kernel_size} must be odd ('same' padding)")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.padding = kernel_size // 2
-        self.alpha_mode, self.weight_grad = alpha_mode, weight_grad
-        self.rsign = RSign(in_channels, backward)
+        self.binarization = binarization
+        self.rsign = RSign(in_channels, binarization.sign_backward)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default, as in BBCU
         self.alpha = None
-        if alpha_mode == "learnable":
+        if binarization.alpha_mode == "learnable":
             # A checkpoint's skeleton on the meta device has nothing to average, and torch's first meta `abs` of a
             # process costs 2.5 s of lazy imports: every command loading an attentive model paid it.
             w = self.weight
@@ -180,7 +171,7 @@ class BinaryConv2d(nn.Module):
     def binary_conv(self, x_binary: torch.Tensor) -> torch.Tensor:
         """conv(x_b, sign(W)): the integer accumulators (as float) that XNOR + popcount computes."""
         grad_scale = None
-        if self.weight_grad == "bbcu":
+        if self.binarization.weight_grad == "bbcu":
             alpha = self.scale().detach()
             grad_scale = alpha.sign() / alpha.abs().clamp_min(1e-12)  # 1 / alpha, and no gradient where alpha = 0
         return F.conv2d(x_binary, sign_weight(self.weight, grad_scale), padding=self.padding)
@@ -194,5 +185,6 @@ class BinaryConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"alpha_mode={self.alpha_mode!r}, weight_grad={self.weight_grad!r}, rprelu={self.rprelu is not None}"
+            f"alpha_mode={self.binarization.alpha_mode!r}, weight_grad={self.binarization.weight_grad!r}, "
+            f"rprelu={self.rprelu is not None}"
         )

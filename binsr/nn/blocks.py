@@ -4,6 +4,9 @@
 (12) attentive unit:       x <- a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x)
      With Att_b = Att_r = identity and a1 = a2 = 1 it is exactly the BBCU unit; so it is at initialisation with
      the gates (9a) started at 1 (gate "2sigmoid", gate_init 1) and a1 = a2 = 1.
+
+The binary convs take a `Binarization` and the attentive unit an `Attention` (`binsr.nn.config`), whole: the
+units state no choice of their own, except that a BBCU unit made without one binarizes as BBCU does.
 (13) binary upsampling unit (BBCU-M):  x <- PixelShuffle(RPReLU(BinaryConv(RSign(x)))) + nearest_up(x)
 
 The full-precision residual is added outside RPReLU so negative values survive; a block is two units with no
@@ -17,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr.nn.attention import make_attention
-from binsr.nn.binary import AlphaMode, BinaryConv2d, SignBackward, WeightGrad
+from binsr.nn.binary import BinaryConv2d
+from binsr.nn.config import BBCU_BINARIZATION, Attention, Binarization
 
 
 class ResBlock(nn.Module):
@@ -43,17 +47,9 @@ class ResBlock(nn.Module):
 class BBCUUnit(nn.Module):
     """Eq. (8): x + RPReLU(BinaryConv(RSign(x)))."""
 
-    def __init__(
-        self,
-        n_feats: int,
-        alpha_mode: AlphaMode = "mean",
-        backward: SignBackward = "approx",
-        weight_grad: WeightGrad = "bbcu",
-    ):
+    def __init__(self, n_feats: int, binarization: Binarization = BBCU_BINARIZATION):
         super().__init__()
-        self.conv = BinaryConv2d(
-            n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad
-        )
+        self.conv = BinaryConv2d(n_feats, n_feats, 3, binarization)
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(binary branch, full-precision skip) whose sum is the output."""
@@ -67,34 +63,21 @@ class AttentiveBinaryUnit(nn.Module):
     """Eq. (12): a1 * Att_b(RPReLU(BinaryConv(RSign(x)))) + a2 * Att_r(x), a1 and a2 learnable scalars.
 
     In the preprint a1 and a2 (both 1 at the start) replace BBCU's amplification factor k: they set the balance
-    between the binary branch and the full-precision residual. `a1_init`, `a2_init`, the attention gate (9a) and
-    its start `gate_init` choose where training starts; the model's k (14) may be kept as well, and
-    `gate_input_scale` (9b) is what the gates' logits see of their input.
+    between the binary branch and the full-precision residual. `attention` chooses the kinds, the gate (9a), its
+    start and the start of a1 and a2; the unit sits in a body amplified by `k` (14, 1: none), of which the gates'
+    logits see what `attention.gate_input` says (9b).
     """
 
     def __init__(
-        self,
-        n_feats: int,
-        att_bin: str = "pixel",
-        att_res: str = "pixel",
-        alpha_mode: AlphaMode = "learnable",
-        backward: SignBackward = "approx",
-        learn_scales: bool = True,
-        a1_init: float = 1.0,
-        a2_init: float = 1.0,
-        gate: str = "sigmoid",
-        gate_init: float | None = None,
-        weight_grad: WeightGrad = "bbcu",
-        gate_input_scale: float = 1.0,
+        self, n_feats: int, binarization: Binarization, attention: Attention, k: float = 1.0, learn_scales: bool = True
     ):
         super().__init__()
-        self.conv = BinaryConv2d(
-            n_feats, n_feats, 3, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad
-        )
-        self.att_bin = make_attention(att_bin, n_feats, gate, gate_init, gate_input_scale)
-        self.att_res = make_attention(att_res, n_feats, gate, gate_init, gate_input_scale)
-        self.a1 = nn.Parameter(torch.tensor(float(a1_init)), requires_grad=learn_scales)
-        self.a2 = nn.Parameter(torch.tensor(float(a2_init)), requires_grad=learn_scales)
+        self.conv = BinaryConv2d(n_feats, n_feats, 3, binarization)
+        gate, start, input_scale = attention.gate, attention.gate_init, attention.input_scale(k)
+        self.att_bin = make_attention(attention.att_bin, n_feats, gate, start, input_scale)
+        self.att_res = make_attention(attention.att_res, n_feats, gate, start, input_scale)
+        self.a1 = nn.Parameter(torch.tensor(float(attention.a1_init)), requires_grad=learn_scales)
+        self.a2 = nn.Parameter(torch.tensor(float(attention.a2_init)), requires_grad=learn_scales)
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a1 Att_b(binary branch), a2 Att_r(x)) whose sum is the output."""
@@ -122,10 +105,10 @@ class AttentiveBinaryBlock(nn.Sequential):
 class BinaryUpsampleUnit(nn.Module):
     """Eq. (13), BBCU-M's binary upsampler: the residual of a c -> c*s*s conv is the nearest-upsampled input."""
 
-    def __init__(self, n_feats: int, factor: int, alpha_mode: AlphaMode = "mean", backward: SignBackward = "approx"):
+    def __init__(self, n_feats: int, factor: int, binarization: Binarization = BBCU_BINARIZATION):
         super().__init__()
         self.factor = factor
-        self.conv = BinaryConv2d(n_feats, n_feats * factor * factor, 3, alpha_mode=alpha_mode, backward=backward)
+        self.conv = BinaryConv2d(n_feats, n_feats * factor * factor, 3, binarization)
         self.shuffle = nn.PixelShuffle(factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain Python values only, so it loads with
 `torch.load(..., weights_only=True)` (no pickled code runs on load):
 
     format      "binsr-checkpoint-1"
-    model       {"name": registry name, "kwargs": full arguments}   -> `create_model(name, **kwargs)`
+    model       {"name": registry name, "version": binsr.nn.config.VERSION, "kwargs": full arguments}
+                -> `create_model(name, **kwargs)` once `complete_config` has brought an older version up to date
     state_dict  the model's parameters and buffers
     step        optimizer steps taken
     config      the TrainConfig as a dict (absent in shipped checkpoints)
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from binsr.base.files import atomic_write
+from binsr.nn.config import VERSION
 from binsr.nn.models import complete_config, create_model
 
 FORMAT = "binsr-checkpoint-1"
@@ -42,7 +44,7 @@ def save(path: str | Path, model: nn.Module, step: int = 0, **fields) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "format": FORMAT,
-        "model": {"name": model.config["name"], "kwargs": dict(model.config["kwargs"])},
+        "model": {"name": model.config["name"], "version": VERSION, "kwargs": dict(model.config["kwargs"])},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": int(step),
         **fields,
@@ -172,6 +174,12 @@ def read_manifest(assets_dir: str | Path = ASSETS) -> dict:
 
 
 MANIFEST_KEYS = ("file", "model", "arguments", "sha256")
+
+
+def shipped_config(entry: dict) -> dict:
+    """A manifest entry's model {"name", "kwargs"}, brought up to date as a checkpoint's is (`complete_config`;
+    entries written before the version was recorded have none)."""
+    return complete_config({"name": entry["model"], "version": entry.get("version", 1), "kwargs": entry["arguments"]})
 
 
 def pretrained(name: str, assets_dir: str | Path = ASSETS) -> nn.Module:

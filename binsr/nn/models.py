@@ -1,7 +1,8 @@
 """Backbones (EDSR, SRResNet-style BBCU reference nets) and the model registry.
 
 Every model maps a float image in [0, 1], shape (N, 3, h, w), to (N, 3, s*h, s*w) and carries `scale` and
-`config` (registry name + full arguments) so a checkpoint can rebuild it.
+`config` (registry name + full arguments, flat) so a checkpoint can rebuild it. A builder takes the model's
+`binsr.nn.config.ModelConfig` whole; the registry `MODELS` states every argument of each model with its default.
 
 (14) amplification (BBCU): the network sees k * x and its output is divided by k, so every full-precision
      residual carries amplitude ~k while a binary branch's amplitude is set by alpha alone. BBCU uses
@@ -12,20 +13,17 @@ Every model maps a float image in [0, 1], shape (N, 3, h, w), to (N, 3, s*h, s*w
 
 from __future__ import annotations
 
-import inspect
-import typing
 from collections.abc import Callable
-from functools import cache, partial
+from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-from binsr.base.intervals import FINITE, POSITIVE, Interval
-from binsr.nn.attention import ATTENTION_KINDS, GATE_FORMS
-from binsr.nn.binary import ALPHA_MODES, SIGN_BACKWARDS, WEIGHT_GRADS, mean_abs_scale
+from binsr.nn.binary import mean_abs_scale
 from binsr.nn.blocks import AttentiveBinaryBlock, BBCUBlock, BBCUUnit, BinaryUpsampleUnit, ResBlock
+from binsr.nn.config import BBCU_BINARIZATION, SCALES, ModelConfig, argument_fields, expected, upgrade
 
-SCALES = (2, 3, 4)
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
@@ -141,165 +139,118 @@ def _scaled_kaiming_(conv: nn.Module, gain: float) -> None:
 # ---- registry -------------------------------------------------------------------------------------------
 
 
-def edsr_fp(scale: int = 2, n_feats: int = 64, n_blocks: int = 16, res_scale: float = 1.0) -> nn.Module:
+def _k(config: ModelConfig) -> float:
+    """The amplification factor (14): the config's, or BBCU's for its width."""
+    return bbcu_k(config.n_feats) if config.k is None else config.k
+
+
+def edsr_fp(c: ModelConfig) -> nn.Module:
     """EDSR with full-precision residual blocks."""
-    return EDSR(scale, n_feats, n_blocks, partial(ResBlock, res_scale=res_scale))
+    return EDSR(c.scale, c.n_feats, c.n_blocks, partial(ResBlock, res_scale=c.res_scale))
 
 
-def edsr_bbcu(
-    scale: int = 2,
-    n_feats: int = 64,
-    n_blocks: int = 16,
-    k: float | None = None,
-    alpha_mode: str = "mean",
-    backward: str = "approx",
-    weight_grad: str = "bbcu",
-) -> nn.Module:
-    """EDSR with BBCU blocks (8); k defaults to BBCU's 130 * n_feats / 64."""
-    block = partial(BBCUBlock, alpha_mode=alpha_mode, backward=backward, weight_grad=weight_grad)
-    return EDSR(scale, n_feats, n_blocks, block, k=bbcu_k(n_feats) if k is None else k)
+def edsr_bbcu(c: ModelConfig) -> nn.Module:
+    """EDSR with BBCU blocks (8)."""
+    return EDSR(c.scale, c.n_feats, c.n_blocks, partial(BBCUBlock, binarization=c.binarization), k=_k(c))
 
 
-GATE_INPUTS: tuple[str, ...] = ("amplified", "unit")  # what the attention gates see (9b): k x or x
+def edsr_proposed(c: ModelConfig) -> nn.Module:
+    """EDSR with the preprint's attentive binary blocks (12).
+
+    With BBCU's k and gate "2sigmoid" started at 1 every unit begins as a BBCU unit (8). gate_input (9b): "unit"
+    gates see the body's features divided by k, "amplified" gates see them as they are (k times the image's scale:
+    one Adam step then throws spatial and pixel gates towards 0 and 2; README).
+    `create_model("edsr-proposed", **PREPRINT_LITERAL)` is the preprint's reading (k = 1, sigmoid gates)."""
+    k = _k(c)
+    block = partial(AttentiveBinaryBlock, binarization=c.binarization, attention=c.attention, k=k)
+    return EDSR(c.scale, c.n_feats, c.n_blocks, block, k=k)
+
+
+def srresnet_fp(c: ModelConfig) -> nn.Module:
+    """SRResNet (no BN) with full-precision residual blocks: BBCU's full-precision reference."""
+    return SRResNet(c.scale, c.n_feats, c.n_blocks, ResBlock)
+
+
+def bbcu_l(c: ModelConfig) -> nn.Module:
+    """BBCU-L: binary body (BBCU's binarization), full-precision upsampler and conv_hr (BBCU Table 1)."""
+    return SRResNet(c.scale, c.n_feats, c.n_blocks, BBCUBlock, k=_k(c))
+
+
+def bbcu_m(c: ModelConfig) -> nn.Module:
+    """BBCU-M: like BBCU-L with the upsampler and conv_hr binarized too (BBCU Table 1)."""
+    return SRResNet(c.scale, c.n_feats, c.n_blocks, BBCUBlock, k=_k(c), binary_tail=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registry model: its builder and every argument it takes, with its default (the only place it is stated)."""
+
+    build: Callable[[ModelConfig], nn.Module]
+    defaults: dict
+
+
+# k None is BBCU's 130 * n_feats / 64 (bbcu_k). The argument names and what each accepts: binsr.nn.config.
+MODELS: dict[str, Entry] = {
+    "edsr-fp": Entry(edsr_fp, {"scale": 2, "n_feats": 64, "n_blocks": 16, "res_scale": 1.0}),
+    "edsr-bbcu": Entry(edsr_bbcu, {"scale": 2, "n_feats": 64, "n_blocks": 16, "k": None, **asdict(BBCU_BINARIZATION)}),
+    "edsr-proposed": Entry(edsr_proposed, {
+        "scale": 2, "n_feats": 64, "n_blocks": 16, "k": None,
+        "sign_backward": "approx", "alpha_mode": "learnable", "weight_grad": "bbcu",
+        "att_bin": "se", "att_res": "se", "gate": "2sigmoid", "gate_init": 1.0, "gate_input": "unit",
+        "a1_init": 1.0, "a2_init": 1.0,
+    }),
+    "srresnet-fp": Entry(srresnet_fp, {"scale": 4, "n_feats": 64, "n_blocks": 16}),
+    "bbcu-l": Entry(bbcu_l, {"scale": 4, "n_feats": 64, "n_blocks": 16, "k": None}),
+    "bbcu-m": Entry(bbcu_m, {"scale": 4, "n_feats": 64, "n_blocks": 16, "k": None}),
+}
 
 # The preprint read literally: no amplification, a1 = a2 = 1, sigmoid gates with PyTorch's default init.
 PREPRINT_LITERAL = {"k": 1.0, "a1_init": 1.0, "a2_init": 1.0, "gate": "sigmoid", "gate_init": None}
 
 
-def edsr_proposed(
-    scale: int = 2,
-    n_feats: int = 64,
-    n_blocks: int = 16,
-    att_bin: str = "se",
-    att_res: str = "se",
-    k: float | None = None,
-    alpha_mode: str = "learnable",
-    backward: str = "approx",
-    a1_init: float = 1.0,
-    a2_init: float = 1.0,
-    gate: str = "2sigmoid",
-    gate_init: float | None = 1.0,
-    weight_grad: str = "bbcu",
-    gate_input: str = "unit",
-) -> nn.Module:
-    """EDSR with the preprint's attentive binary blocks (12); attention kinds from ATTENTION_KINDS.
-
-    k defaults to BBCU's (None); with gate "2sigmoid" started at 1 every unit begins as a BBCU unit (8).
-    gate_input (9b): "unit" gates see the body's features divided by k, "amplified" gates see them as they are
-    (k times the image's scale: one Adam step then throws spatial and pixel gates towards 0 and 2; README).
-    `create_model("edsr-proposed", **PREPRINT_LITERAL)` is the preprint's reading (k = 1, sigmoid gates)."""
-    for name, kind in (("att_bin", att_bin), ("att_res", att_res)):
-        if kind not in ATTENTION_KINDS:
-            raise ValueError(f"{name}={kind!r} is not valid; expected one of {', '.join(ATTENTION_KINDS)}")
-    if gate_input not in GATE_INPUTS:
-        raise ValueError(f"gate_input={gate_input!r} is not valid; expected one of {', '.join(GATE_INPUTS)}")
-    k = bbcu_k(n_feats) if k is None else k
-    block = partial(
-        AttentiveBinaryBlock, att_bin=att_bin, att_res=att_res, alpha_mode=alpha_mode, backward=backward,
-        a1_init=a1_init, a2_init=a2_init, gate=gate, gate_init=gate_init, weight_grad=weight_grad,
-        gate_input_scale=1.0 / k if gate_input == "unit" else 1.0,
-    )  # fmt: skip
-    return EDSR(scale, n_feats, n_blocks, block, k=k)
+def model_config(name: str, **kwargs) -> ModelConfig:
+    """The ModelConfig that `create_model(name, **kwargs)` builds (defaults filled in); a one-line ValueError for
+    an unknown name or argument, or a value of the wrong type or out of range."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    defaults = MODELS[name].defaults
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        raise ValueError(f"model {name!r} has no argument {', '.join(unknown)}; valid: {', '.join(defaults)}")
+    arguments = {**defaults, **kwargs}
+    settings = argument_fields()
+    for key, value in arguments.items():  # each argument of this model, None included where it means nothing
+        wanted = expected(settings[key], value)
+        if wanted is not None:
+            raise ValueError(f"{key}={value!r} is not valid; expected {wanted}")
+    return ModelConfig.from_arguments(name, arguments)
 
 
-def srresnet_fp(scale: int = 4, n_feats: int = 64, n_blocks: int = 16) -> nn.Module:
-    """SRResNet (no BN) with full-precision residual blocks: BBCU's full-precision reference."""
-    return SRResNet(scale, n_feats, n_blocks, ResBlock)
-
-
-def bbcu_l(scale: int = 4, n_feats: int = 64, n_blocks: int = 16, k: float | None = None) -> nn.Module:
-    """BBCU-L: binary body, full-precision upsampler and conv_hr (BBCU Table 1)."""
-    return SRResNet(scale, n_feats, n_blocks, BBCUBlock, k=bbcu_k(n_feats) if k is None else k)
-
-
-def bbcu_m(scale: int = 4, n_feats: int = 64, n_blocks: int = 16, k: float | None = None) -> nn.Module:
-    """BBCU-M: like BBCU-L with the upsampler and conv_hr binarized too (BBCU Table 1)."""
-    return SRResNet(scale, n_feats, n_blocks, BBCUBlock, k=bbcu_k(n_feats) if k is None else k, binary_tail=True)
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "edsr-fp": edsr_fp,
-    "edsr-bbcu": edsr_bbcu,
-    "edsr-proposed": edsr_proposed,
-    "srresnet-fp": srresnet_fp,
-    "bbcu-l": bbcu_l,
-    "bbcu-m": bbcu_m,
-}
-
-
-# What a model argument may be, checked before anything is built: a checkpoint's arguments are untrusted input (a
-# million blocks hang every command that loads it). Types come from the registry's annotations (a float argument
-# is any finite number); sizes stop at EDSR's large model (Lim et al. 2017: 256 channels, 32 blocks), four and two
-# times the registry's largest defaults, whose skeleton builds on the meta device in well under a second.
-LIMITS: dict[str, Interval] = {
-    "n_feats": Interval(1, 256, integer=True), "n_blocks": Interval(1, 32, integer=True),
-    "k": POSITIVE,  # the output is divided by it
-}  # fmt: skip
-CHOICES: dict[str, tuple] = {
-    "scale": SCALES, "att_bin": ATTENTION_KINDS, "att_res": ATTENTION_KINDS, "alpha_mode": ALPHA_MODES,
-    "backward": SIGN_BACKWARDS, "weight_grad": WEIGHT_GRADS, "gate": GATE_FORMS, "gate_input": GATE_INPUTS,
-}  # fmt: skip
-
-
-@cache
-def _signature(name: str) -> inspect.Signature:
-    return inspect.signature(MODELS[name], eval_str=True)
-
-
-def _expected(key: str, value: object, annotation: object) -> str | None:
-    """What argument `key` must be when `value` is not it (None when it is); `annotation` is its declared type."""
-    kinds = typing.get_args(annotation) or (annotation,)
-    if value is None and type(None) in kinds:
-        return None
-    if key in CHOICES:
-        choices = CHOICES[key]
-        fits = type(value) is type(choices[0]) and value in choices  # 2.0 == 2, True == 1: not a choice
-        return None if fits else f"one of {', '.join(map(str, choices))}"
-    if key not in LIMITS and float not in kinds:
-        raise TypeError(f"argument {key} is annotated {annotation}; binsr.nn.models has no limits for it")
-    valid = LIMITS.get(key, FINITE)
-    return None if value in valid else f"{valid}" + (" or None" if type(None) in kinds else "")
+def _arguments(config: ModelConfig) -> dict:
+    """The registry arguments of `config`'s model, flat, in the registry's order."""
+    flat = config.arguments()
+    return {key: flat[key] for key in MODELS[config.name].defaults}
 
 
 def model_arguments(name: str, **kwargs) -> dict:
-    """The full argument dict (defaults filled in) that `create_model(name, ...)` would use; a one-line
-    ValueError for an unknown name or argument, or a value of the wrong type or out of range."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    signature = _signature(name)
-    unknown = sorted(set(kwargs) - set(signature.parameters))
-    if unknown:
-        valid = ", ".join(signature.parameters)
-        raise ValueError(f"model {name!r} has no argument {', '.join(unknown)}; valid: {valid}")
-    bound = signature.bind(**kwargs)
-    bound.apply_defaults()
-    for key, value in bound.arguments.items():
-        expected = _expected(key, value, signature.parameters[key].annotation)
-        if expected is not None:
-            raise ValueError(f"{key}={value!r} is not valid; expected {expected}")
-    return dict(bound.arguments)
+    """The full argument dict (defaults filled in) that `create_model(name, ...)` would use; errors as
+    `model_config`."""
+    return _arguments(model_config(name, **kwargs))
 
 
-# Arguments added with a default other than the behaviour before them: a config stored without the argument was
-# built with this value, not with today's default.
-LEGACY_ARGUMENTS: dict[str, dict] = {"edsr-proposed": {"gate_input": "amplified"}}
-
-
-def complete_config(config: dict) -> dict:
-    """A stored model config {"name", "kwargs"} with every argument binsr added since it was written set to the
-    value the model was built with (LEGACY_ARGUMENTS, else the default), so that it compares equal to
-    `create_model`'s `model.config` and rebuilds the same model; an unknown name is returned as it is."""
-    if config["name"] not in MODELS:
-        return config
-    legacy = {key: value for key, value in LEGACY_ARGUMENTS.get(config["name"], {}).items()
-              if key not in config["kwargs"]}  # fmt: skip
-    return {"name": config["name"], "kwargs": model_arguments(config["name"], **legacy, **config["kwargs"])}
+def complete_config(stored: dict) -> dict:
+    """A stored model config {"name", "kwargs"[, "version"]} brought to today's arguments (`binsr.nn.config.upgrade`)
+    with every default filled in, so that it compares equal to `create_model`'s `model.config` and rebuilds the same
+    model; an unknown name is returned as it is."""
+    if stored["name"] not in MODELS:
+        return stored
+    upgraded = upgrade(stored)
+    return {"name": upgraded["name"], "kwargs": model_arguments(upgraded["name"], **upgraded["kwargs"])}
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model, e.g. `create_model("edsr-bbcu", scale=2, n_feats=32, n_blocks=8)`."""
-    arguments = model_arguments(name, **kwargs)
-    model = MODELS[name](**arguments)
-    model.config = {"name": name, "kwargs": arguments}
+    config = model_config(name, **kwargs)
+    model = MODELS[name].build(config)
+    model.config = {"name": name, "kwargs": _arguments(config)}
     return model
-

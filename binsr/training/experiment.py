@@ -37,6 +37,7 @@ import torch
 from binsr.data.images import dataset_names
 from binsr.evaluation.evaluate import evaluate
 from binsr.nn import checkpoint
+from binsr.nn.config import VERSION
 from binsr.nn.summary import summary
 from binsr.training.distill import check_settings
 from binsr.training.report import write_results
@@ -277,7 +278,7 @@ def ship_rows(named: dict[str, dict], results: list[dict], assets_dir: str | Pat
         info = {key: row[key] for key in ("label", "train_set", "steps", "lr", "train_seconds", "val")}
         checkpoint.save(path, checkpoint.load_model(row["checkpoint"]), row["steps"], metrics=info)
         manifest["models"][name] = {
-            "file": path.name, "model": row["model"], "arguments": row["arguments"], **info,
+            "file": path.name, "model": row["model"], "version": VERSION, "arguments": row["arguments"], **info,
             "sha256": checkpoint.sha256(path),
         }  # fmt: skip
     (assets_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

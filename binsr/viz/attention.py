@@ -14,6 +14,7 @@ from binsr.data.metrics import rgb_to_y
 from binsr.nn import checkpoint
 from binsr.nn.attention import PixelAttention, SpatialAttention, SqueezeExcitation, make_attention
 from binsr.nn.blocks import AttentiveBinaryUnit, BBCUUnit
+from binsr.nn.models import model_config
 from binsr.viz.common import (
     QUANTIZED_CMAPS,
     block_summary,
@@ -60,7 +61,9 @@ def unit_cost_table(channels: int = 32, lr_size: tuple[int, int] = (180, 320)) -
         base = block_summary(BBCUUnit(channels), channels, lr_size)
         rows.append({"unit": "BBCU (8)", "ops": base.ops, "params": base.params, "attention_ops": 0.0})
         for kind in ("se", "spatial", "pixel"):
-            stats = block_summary(AttentiveBinaryUnit(channels, kind, kind), channels, lr_size)
+            config = model_config("edsr-proposed", att_bin=kind, att_res=kind)  # as the model builds its units
+            unit = AttentiveBinaryUnit(channels, config.binarization, config.attention)
+            stats = block_summary(unit, channels, lr_size)
             row = {"unit": f"attentive (12), {kind}", "ops": stats.ops, "params": stats.params}
             rows.append({**row, "attention_ops": stats.flops})
     for row in rows:

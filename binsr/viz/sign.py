@@ -15,26 +15,26 @@ _BACKWARD_COLORS = {"identity": "tab:green", "clipped": "tab:orange", "approx": 
 _BACKWARD_LABELS = {"identity": "identity STE (4)", "clipped": "clipped STE (2)", "approx": "ApproxSign (3)"}
 
 
-def surrogate_forward(x: torch.Tensor, backward: str) -> torch.Tensor:
+def surrogate_forward(x: torch.Tensor, sign_backward: str) -> torch.Tensor:
     """The smooth function whose derivative is the surrogate gradient of eq. (2), (3) or (4).
 
     identity: x; clipped: clamp(x, -1, 1) (hardtanh); approx: the piecewise quadratic of Bi-Real Net,
     2x + x^2 on [-1, 0), 2x - x^2 on [0, 1), sign(x) outside.
     """
-    if backward == "identity":
+    if sign_backward == "identity":
         return x.clone()
-    if backward == "clipped":
+    if sign_backward == "clipped":
         return x.clamp(-1, 1)
-    if backward == "approx":
+    if sign_backward == "approx":
         inner = torch.where(x < 0, 2 * x + x * x, 2 * x - x * x)
         return torch.where(x.abs() < 1, inner, torch.where(x > 0, 1.0, -1.0).to(x.dtype))
-    raise ValueError(f"backward={backward!r} is not valid; expected one of {', '.join(SIGN_BACKWARDS)}")
+    raise ValueError(f"sign_backward={sign_backward!r} is not valid; expected one of {', '.join(SIGN_BACKWARDS)}")
 
 
-def autograd_sign_gradient(x: torch.Tensor, backward: str) -> torch.Tensor:
+def autograd_sign_gradient(x: torch.Tensor, sign_backward: str) -> torch.Tensor:
     """d binary_sign(x)/dx as autograd computes it (what a training run actually uses)."""
     x = x.detach().clone().requires_grad_(True)
-    binary_sign(x, backward).sum().backward()
+    binary_sign(x, sign_backward).sum().backward()
     return x.grad
 
 
@@ -62,9 +62,9 @@ def sign_backward_figure(x_max: float = 2.0, backwards: tuple[str, ...] = SIGN_B
     return fig
 
 
-def fraction_with_gradient(x: torch.Tensor, backward: str) -> float:
+def fraction_with_gradient(x: torch.Tensor, sign_backward: str) -> float:
     """Fraction of the entries of `x` whose surrogate derivative is non-zero."""
-    return float((sign_derivative(x, backward) != 0).float().mean())
+    return float((sign_derivative(x, sign_backward) != 0).float().mean())
 
 
 def _threshold_data(n: int, seed: int) -> torch.Tensor:
@@ -83,20 +83,26 @@ def threshold_true_gradient(t: float, target: float) -> float:
     return 4.0 * density * float(np.sign(t - target))
 
 
-def threshold_surrogate_gradient(t: float, target: float, backward: str, n: int = 20000, seed: int = 0) -> float:
+def threshold_surrogate_gradient(t: float, target: float, sign_backward: str, n: int = 20000, seed: int = 0) -> float:
     """The gradient autograd reports for the toy regression loss mean (binary_sign(x - t) - sign(x - t*))^2."""
     x = _threshold_data(n, seed)
     y = torch.where(x > target, 1.0, -1.0)
     tt = torch.tensor(float(t), requires_grad=True)
-    loss = ((binary_sign(x - tt, backward) - y) ** 2).mean()
+    loss = ((binary_sign(x - tt, sign_backward) - y) ** 2).mean()
     loss.backward()
     return float(tt.grad)
 
 
 def threshold_descent(
-    backward: str, t0: float = 2.5, target: float = 0.0, steps: int = 60, lr: float = 0.5, n: int = 4000, seed: int = 0
+    sign_backward: str,
+    t0: float = 2.5,
+    target: float = 0.0,
+    steps: int = 60,
+    lr: float = 0.5,
+    n: int = 4000,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """Gradient descent on the toy threshold regression with the surrogate `backward`.
+    """Gradient descent on the toy threshold regression with the surrogate `sign_backward`.
 
     The model is b = sign(x - t) (an RSign, eq. 5, with one threshold); the data are x ~ N(0, 1) with
     labels sign(x - t*). Returns the threshold and the population loss after each step (step 0 = start).
@@ -106,7 +112,7 @@ def threshold_descent(
     t = torch.tensor(float(t0), requires_grad=True)
     ts, losses = [t.item()], [threshold_loss(t.item(), target)]
     for _ in range(steps):
-        loss = ((binary_sign(x - t, backward) - y) ** 2).mean()
+        loss = ((binary_sign(x - t, sign_backward) - y) ** 2).mean()
         (grad,) = torch.autograd.grad(loss, t)
         with torch.no_grad():
             t -= lr * grad

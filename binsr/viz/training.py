@@ -9,7 +9,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from binsr.nn.models import complete_config, model_arguments
+from binsr.nn.checkpoint import shipped_config
+from binsr.nn.models import model_arguments
 from binsr.training.train import TrainConfig, train
 from binsr.viz.common import model_color, new_figure, styled
 
@@ -145,7 +146,6 @@ def shipped_match(model_name: str, kwargs: dict, scale: int, manifest: dict) -> 
     **kwargs)`'s arguments, or None."""
     wanted = model_arguments(model_name, **{**kwargs, "scale": scale})
     for name, entry in manifest["models"].items():
-        stored = complete_config({"name": entry["model"], "kwargs": entry["arguments"]})
-        if stored == {"name": model_name, "kwargs": wanted}:
+        if shipped_config(entry) == {"name": model_name, "kwargs": wanted}:
             return name
     return None
