@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 # BINSR_SOLUTIONS=1: the exercise solutions, hidden behind buttons in the notebooks, run in their cells for nbval.
 test: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
+	$(PY) -m ruff format --check binsr tests
 	BINSR_QUICK=1 $(PY) -m pytest -q tests --ignore=tests/browser
 	BINSR_QUICK=1 BINSR_SOLUTIONS=1 $(PY) -m pytest -q --nbval-lax notebooks
 	$(BROWSER_TESTS)
@@ -40,8 +41,11 @@ endef
 test-browser: $(VENV)/.installed
 	$(BROWSER_TESTS)
 
+# ruff's linter, and its formatter as a check: `ruff format binsr tests` applies it. A statement kept compact on
+# purpose (a registry, a table) ends with `# fmt: skip`.
 lint: $(VENV)/.installed
 	$(PY) -m ruff check binsr tests
+	$(PY) -m ruff format --check binsr tests
 
 # Jupyter refuses to run as root (e.g. in a container) without --allow-root. It prints the URL to open, with its
 # token; LAB_ARGS adds options, e.g. `make lab LAB_ARGS="--ip=0.0.0.0 --no-browser"` to reach it from the host.

@@ -8,7 +8,7 @@ The package in layers; a layer imports only the layers above it in this list (te
 and each package's docstring lists its modules:
 
     base         atomic files and run folders, accepted-value intervals, the torch device
-    nn           the network: binary primitives, attention, blocks, models, summary, checkpoints
+    nn           the network: binary primitives, attention, blocks, models and their config, summary, checkpoints
     data         images and scores: image files and benchmark sets, MATLAB bicubic, PSNR/SSIM, downloads
     engine       the 1-bit engine: packed bits, XNOR kernels (numba and C), packed models, tiles
     evaluation   benchmark tables, upscaling photos, the engine's speed
@@ -20,6 +20,7 @@ and each package's docstring lists its modules:
 use. Importing torch takes seconds, and the `binsr` command must be able to answer a Ctrl-C in them with one
 line (`binsr.cli.main`), which it cannot do if the package itself imports torch before the command starts.
 """
+
 import importlib
 import sys
 
@@ -52,4 +53,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_HOME})
-

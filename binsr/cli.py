@@ -80,15 +80,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         text += "" if len(takers) == len(MODELS) else f" ({', '.join(takers)})"
         if name == "scale":  # also the run's scale (TrainConfig), so it has the run's default
             default = TrainConfig().scale
-            parser.add_argument(flag, type=int, choices=meta["choices"], default=default,
-                                help=f"{text} (default {default})")
+            parser.add_argument(
+                flag, type=int, choices=meta["choices"], default=default, help=f"{text} (default {default})"
+            )
         elif "choices" in meta:
             parser.add_argument(flag, choices=meta["choices"], help=text)
         else:
             parse = _number(int if meta["valid"].integer else float, meta["valid"])
             parser.add_argument(flag, type=_or_none(parse) if meta.get("none") else parse, help=text)
-    parser.add_argument("--preprint-literal", action="store_true",
-                        help="edsr-proposed as the preprint reads: k=1, a1=a2=1, sigmoid gates, default init")
+    parser.add_argument(
+        "--preprint-literal",
+        action="store_true",
+        help="edsr-proposed as the preprint reads: k=1, a1=a2=1, sigmoid gates, default init",
+    )
 
 
 NONE = "none"  # what an option whose argument may be None is given for it
@@ -132,12 +136,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         kind = str if value is None else type(value[0] if isinstance(value, tuple) else value)
         parse = kind if valid is None else _number(kind, valid)
         if isinstance(value, bool):
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=value,
-                                help=f"{text} (default: {value})")
+            parser.add_argument(
+                *flags, action=argparse.BooleanOptionalAction, default=value, help=f"{text} (default: {value})"
+            )
         elif isinstance(value, tuple):
             count = "*" if ... in typing.get_args(types[setting.name]) else len(value)  # tuple[str, ...] or fixed
-            parser.add_argument(*flags, type=parse, nargs=count, default=list(value),
-                                help=f"{text} (default: {' '.join(map(str, value))})")
+            parser.add_argument(
+                *flags,
+                type=parse,
+                nargs=count,
+                default=list(value),
+                help=f"{text} (default: {' '.join(map(str, value))})",
+            )
         else:
             parser.add_argument(*flags, type=parse, default=value, help=f"{text} (default: {value})")
 
@@ -347,9 +357,13 @@ KERNEL_HELP = "XNOR kernel: auto (the fastest this CPU runs), avx512, avx2 or po
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """--engine, --kernel and --threads of the commands that run models (`binsr.engine.inference`)."""
-    parser.add_argument("--engine", default="auto", choices=["auto", "xnor", "torch"],
-                        help="xnor: binary models on the 1-bit XNOR runtime, same pixels; torch: as trained; auto "
-                             "(default): xnor for a binary model where a native kernel runs, else torch")
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "xnor", "torch"],
+        help="xnor: binary models on the 1-bit XNOR runtime, same pixels; torch: as trained; auto "
+        "(default): xnor for a binary model where a native kernel runs, else torch",
+    )
     parser.add_argument("--kernel", default="auto", help=KERNEL_HELP)
     parser.add_argument("--threads", type=int, default=None, help="threads (default: torch's, the machine's cores)")
 
@@ -367,17 +381,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("summary", help="per-layer params, FLOPs, BOPs and OPs of a model (BBCU's convention)")
     p.add_argument("model", help=f"registry name ({', '.join(MODELS)}) or a checkpoint .pt")
     add_model_arguments(p)
-    p.add_argument("--lr-size", type=_number(int, POSITIVE_COUNT), nargs=2, default=[180, 320], metavar=("H", "W"),
-                   help="LR input size (default 180 320, as in BBCU's Table 1)")
+    p.add_argument(
+        "--lr-size",
+        type=_number(int, POSITIVE_COUNT),
+        nargs=2,
+        default=[180, 320],
+        metavar=("H", "W"),
+        help="LR input size (default 180 320, as in BBCU's Table 1)",
+    )
     p.set_defaults(func=cmd_summary)
 
     p = commands.add_parser("eval", help="PSNR/SSIM on the Y channel (MATLAB protocol) of bicubic or checkpoints")
-    p.add_argument("--model", nargs="+", default=["bicubic"], metavar="MODEL",
-                   help="'bicubic', shipped models (edsr-bbcu-x2, ...), checkpoints, .binsr files (default: bicubic)")
-    p.add_argument("--data", nargs="+", default=["Set5", "Set14"], metavar="SET",
-                   help="dataset names (Set5, Set14, B100, Urban100, Manga109, T91, photos-test, ...) or folders")
-    p.add_argument("--scale", type=_number(int, Interval(2, integer=True)), default=2,
-                   help="upscaling factor (default 2)")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=["bicubic"],
+        metavar="MODEL",
+        help="'bicubic', shipped models (edsr-bbcu-x2, ...), checkpoints, .binsr files (default: bicubic)",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=["Set5", "Set14"],
+        metavar="SET",
+        help="dataset names (Set5, Set14, B100, Urban100, Manga109, T91, photos-test, ...) or folders",
+    )
+    p.add_argument(
+        "--scale", type=_number(int, Interval(2, integer=True)), default=2, help="upscaling factor (default 2)"
+    )
     p.add_argument("--data-root", help="folder holding the benchmark sets (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--self-ensemble", action="store_true", help="average the x8 flips and rotations")
     p.add_argument("--tile", type=_tile, default=None, help=TILE_HELP)
@@ -388,8 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("upscale", help="super-resolve your own images (PNG, JPEG, any mode and size)")
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders of images")
-    p.add_argument("--model", required=True,
-                   help="a shipped model (edsr-bbcu-x2, edsr-fp-x4, ...), a checkpoint .pt or a packed .binsr")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a shipped model (edsr-bbcu-x2, edsr-fp-x4, ...), a checkpoint .pt or a packed .binsr",
+    )
     p.add_argument("-o", "--out", required=True, help="output folder: <name>-x<scale>.png for each input")
     p.add_argument("--compare", action="store_true", help="also write <name>-x<scale>-compare.png: bicubic | model")
     p.add_argument("--tile", type=_tile, default=None, help=TILE_HELP)
@@ -404,22 +438,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("experiment", help="the headline grid: FP vs BBCU vs attentive blocks at one budget")
     p.add_argument("--steps", type=_number(int, POSITIVE_COUNT), required=True, help="training steps of every run")
-    p.add_argument("--lr", type=_number(float, LEARNING_RATE), default=None,
-                   help="learning rate of every run (default: tune it)")
-    p.add_argument("--tune-steps", type=_number(int, POSITIVE_COUNT), default=30,
-                   help="steps of each tuning run (default 30)")
+    p.add_argument(
+        "--lr", type=_number(float, LEARNING_RATE), default=None, help="learning rate of every run (default: tune it)"
+    )
+    p.add_argument(
+        "--tune-steps", type=_number(int, POSITIVE_COUNT), default=30, help="steps of each tuning run (default 30)"
+    )
     p.add_argument("--out", default="runs/experiment", help="output directory (default runs/experiment)")
     p.add_argument("--data-root", default=None, help="benchmark data folder (default: as binsr.data.images)")
-    p.add_argument("--jobs", type=_number(int, POSITIVE_COUNT), default=1,
-                   help="runs trained side by side, one thread each (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=_number(int, POSITIVE_COUNT),
+        default=1,
+        help="runs trained side by side, one thread each (default 1)",
+    )
     p.add_argument("--ship", action="store_true", help="copy FP, BBCU and the proposed variants into assets/")
-    p.add_argument("--distill-weight", type=float, default=None, metavar="W",
-                   help="also train BBCU, SE and pixel (x4: BBCU and the best kind) with the teacher, weight W")
-    p.add_argument("--distill-features", default=None, choices=["l1", "cosine"],
-                   help="the distilled runs learn the teacher's block outputs instead of its output "
-                        "(binsr.training.distill)")
-    p.add_argument("--teacher", default=None,
-                   help="teacher of the distilled runs, {scale} filled in (default: edsr-fp-x{scale}, the shipped FP)")
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="also train BBCU, SE and pixel (x4: BBCU and the best kind) with the teacher, weight W",
+    )
+    p.add_argument(
+        "--distill-features",
+        default=None,
+        choices=["l1", "cosine"],
+        help="the distilled runs learn the teacher's block outputs instead of its output (binsr.training.distill)",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher of the distilled runs, {scale} filled in (default: edsr-fp-x{scale}, the shipped FP)",
+    )
     p.set_defaults(func=cmd_experiment)
 
     p = commands.add_parser("export", help="write a bit-packed model (.binsr) that runs on the XNOR engine")
@@ -434,23 +485,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     p = commands.add_parser("bench", help="XNOR-popcount vs torch fp32 speed ratios (median of several runs)")
-    p.add_argument("--threads", type=_number(int, POSITIVE_COUNT), nargs="+", default=[1, 2],
-                   help="thread counts to measure (default 1 2)")
-    p.add_argument("--repeats", type=_number(int, POSITIVE_COUNT), default=None,
-                   help="runs per case; the median is reported (default 7, with --upscale 3)")
-    p.add_argument("--cpu-time", action="store_true",
-                   help="time with process CPU seconds instead of wall clock (for a machine other jobs load)")
+    p.add_argument(
+        "--threads",
+        type=_number(int, POSITIVE_COUNT),
+        nargs="+",
+        default=[1, 2],
+        help="thread counts to measure (default 1 2)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=_number(int, POSITIVE_COUNT),
+        default=None,
+        help="runs per case; the median is reported (default 7, with --upscale 3)",
+    )
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with process CPU seconds instead of wall clock (for a machine other jobs load)",
+    )
     p.add_argument("--kernel", default="auto", help=KERNEL_HELP)
-    p.add_argument("--train", action="store_true",
-                   help="training-step speed instead: eager vs torch.compile, FP vs binary (ratios)")
-    p.add_argument("--upscale", metavar="IMAGE",
-                   help="instead: `binsr upscale`'s work on IMAGE (no file written), torch engine vs xnor engine")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="training-step speed instead: eager vs torch.compile, FP vs binary (ratios)",
+    )
+    p.add_argument(
+        "--upscale",
+        metavar="IMAGE",
+        help="instead: `binsr upscale`'s work on IMAGE (no file written), torch engine vs xnor engine",
+    )
     p.add_argument("--model", default="edsr-bbcu-x2", help="the model --upscale runs (default edsr-bbcu-x2)")
     p.add_argument("--tile", type=int, default=None, help=f"with --upscale: {TILE_HELP}")
-    p.add_argument("--split", action="store_true",
-                   help="with --upscale: also where one tile's time goes, stage by stage, on each engine")
-    p.add_argument("--distill", action="store_true",
-                   help="training-step time with the shipped FP model as teacher over without (BBCU, SE; compiled)")
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="with --upscale: also where one tile's time goes, stage by stage, on each engine",
+    )
+    p.add_argument(
+        "--distill",
+        action="store_true",
+        help="training-step time with the shipped FP model as teacher over without (BBCU, SE; compiled)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("demo", help="shipped models: costs, scores and a side-by-side figure")

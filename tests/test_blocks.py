@@ -8,8 +8,9 @@ from binsr.nn.config import BBCU_BINARIZATION, Attention
 
 LEARNABLE = replace(BBCU_BINARIZATION, alpha_mode="learnable")
 # the papers' gates (sigmoid, PyTorch's init) seeing x as it is
-PAPERS = Attention(att_bin="none", att_res="none", gate="sigmoid", gate_init=None, gate_input="amplified", a1_init=1.0,
-                   a2_init=1.0)
+PAPERS = Attention(
+    att_bin="none", att_res="none", gate="sigmoid", gate_init=None, gate_input="amplified", a1_init=1.0, a2_init=1.0
+)
 
 
 def randomise_(module: torch.nn.Module, seed: int = 0) -> None:
@@ -70,8 +71,9 @@ def test_blocks_on_a_constant_image_give_the_hand_computed_numbers():
     assert torch.equal(bbcu(ones), _grid(5, 7, 10))
     # a negative input has sign -1 everywhere, and RPReLU's slope 0.25 scales the negative sums: -0.25 * 0.5 * (4, 6, 9)
     assert torch.equal(bbcu(-ones), _grid(-2, -2.5, -3.25))
-    attentive = AttentiveBinaryBlock(1, binarization=BBCU_BINARIZATION, attention=replace(PAPERS, a1_init=2.0,
-                                                                                         a2_init=0.5))
+    attentive = AttentiveBinaryBlock(
+        1, binarization=BBCU_BINARIZATION, attention=replace(PAPERS, a1_init=2.0, a2_init=0.5)
+    )
     for unit in attentive:
         unit.conv.weight.data.fill_(0.5)
     # unit 1: 2 * 0.5 * (4, 6, 9) + 0.5 * 1 = (4.5, 6.5, 9.5); unit 2: (4, 6, 9) + 0.5 * (4.5, 6.5, 9.5)

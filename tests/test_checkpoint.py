@@ -128,8 +128,10 @@ def test_a_checkpoint_stored_before_gate_input_existed_loads_with_the_gates_it_w
     path = checkpoint.save(tmp_path / "old.pt", model)
     assert torch.load(path, weights_only=True)["model"]["version"] == VERSION
     kwargs = {k: v for k, v in model.config["kwargs"].items() if k != "gate_input"}
-    version_1 = {"name": "edsr-proposed", "kwargs": {("backward" if k == "sign_backward" else k): v
-                                                     for k, v in kwargs.items()}}
+    version_1 = {
+        "name": "edsr-proposed",
+        "kwargs": {("backward" if k == "sign_backward" else k): v for k, v in kwargs.items()},
+    }
     _rewrite(path, model=version_1)
     loaded = checkpoint.load_model(path)
     assert loaded.config == model.config and loaded.config["kwargs"]["gate_input"] == "amplified"
@@ -139,8 +141,11 @@ def test_a_checkpoint_stored_before_gate_input_existed_loads_with_the_gates_it_w
     unit.load_state_dict(model.state_dict())
     assert not torch.equal(unit(x), loaded(x))
     _rewrite(path, model={**model.config, "version": 99})
-    with pytest.raises(ValueError, match=r"asks for a model binsr does not build: model config version 99 is not "
-                                         r"valid; expected an integer in \[1, 3\]$"):
+    with pytest.raises(
+        ValueError,
+        match=r"asks for a model binsr does not build: model config version 99 is not "
+        r"valid; expected an integer in \[1, 3\]$",
+    ):
         checkpoint.load_model(path)
 
 
@@ -148,8 +153,16 @@ def test_a_checkpoint_stored_before_gate_input_existed_loads_with_the_gates_it_w
 # and names the sign's backward "backward"), so each loads through the migrations. Today's main computed these
 # configs and state-dict keys, and the outputs below bit for bit, before binsr.nn.config existed.
 _BBCU = {"k": None, "sign_backward": "approx", "alpha_mode": "mean", "weight_grad": "bbcu"}
-_PROPOSED = {"k": None, "sign_backward": "approx", "alpha_mode": "learnable", "weight_grad": "bbcu", "gate": "2sigmoid",
-             "gate_init": 1.0, "a1_init": 1.0, "a2_init": 1.0}
+_PROPOSED = {
+    "k": None,
+    "sign_backward": "approx",
+    "alpha_mode": "learnable",
+    "weight_grad": "bbcu",
+    "gate": "2sigmoid",
+    "gate_init": 1.0,
+    "a1_init": 1.0,
+    "a2_init": 1.0,
+}
 
 
 def _small(scale: int) -> dict:
@@ -161,16 +174,26 @@ SHIPPED = {
     "edsr-fp-x4": ("edsr-fp", {**_small(4), "res_scale": 1.0}),
     "edsr-bbcu-x2": ("edsr-bbcu", {**_small(2), **_BBCU}),
     "edsr-bbcu-x4": ("edsr-bbcu", {**_small(4), **_BBCU}),
-    "edsr-proposed-x2": ("edsr-proposed", {**_small(2), **_PROPOSED, "att_bin": "se", "att_res": "se",
-                                           "gate_input": "amplified"}),
-    "edsr-proposed-x4": ("edsr-proposed", {**_small(4), **_PROPOSED, "att_bin": "se", "att_res": "se",
-                                           "gate_input": "amplified"}),
-    "edsr-proposed-spatial-x2": ("edsr-proposed", {**_small(2), **_PROPOSED, "att_bin": "spatial",
-                                                   "att_res": "spatial", "gate_input": "amplified"}),
-    "edsr-proposed-pixel-x2": ("edsr-proposed", {**_small(2), **_PROPOSED, "att_bin": "pixel", "att_res": "pixel",
-                                                 "gate_input": "unit"}),
-    "edsr-proposed-pixel-x4": ("edsr-proposed", {**_small(4), **_PROPOSED, "att_bin": "pixel", "att_res": "pixel",
-                                                 "gate_input": "unit"}),
+    "edsr-proposed-x2": (
+        "edsr-proposed",
+        {**_small(2), **_PROPOSED, "att_bin": "se", "att_res": "se", "gate_input": "amplified"},
+    ),
+    "edsr-proposed-x4": (
+        "edsr-proposed",
+        {**_small(4), **_PROPOSED, "att_bin": "se", "att_res": "se", "gate_input": "amplified"},
+    ),
+    "edsr-proposed-spatial-x2": (
+        "edsr-proposed",
+        {**_small(2), **_PROPOSED, "att_bin": "spatial", "att_res": "spatial", "gate_input": "amplified"},
+    ),
+    "edsr-proposed-pixel-x2": (
+        "edsr-proposed",
+        {**_small(2), **_PROPOSED, "att_bin": "pixel", "att_res": "pixel", "gate_input": "unit"},
+    ),
+    "edsr-proposed-pixel-x4": (
+        "edsr-proposed",
+        {**_small(4), **_PROPOSED, "att_bin": "pixel", "att_res": "pixel", "gate_input": "unit"},
+    ),
 }
 
 

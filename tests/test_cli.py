@@ -113,9 +113,28 @@ def test_export_refuses_a_full_precision_model(capsys):
 
 
 def test_train_then_eval_the_checkpoint_from_the_command_line(tmp_path, capsys):
-    args = ["train", "--model", "edsr-bbcu", "--n-feats", "8", "--n-blocks", "1", "--steps", "2", "--lr-patch", "16",
-            "--batch-size", "2", "--train", "photos-train", "--val", "photos-test", "--out", str(tmp_path),
-            "--no-compile"]
+    args = [
+        "train",
+        "--model",
+        "edsr-bbcu",
+        "--n-feats",
+        "8",
+        "--n-blocks",
+        "1",
+        "--steps",
+        "2",
+        "--lr-patch",
+        "16",
+        "--batch-size",
+        "2",
+        "--train",
+        "photos-train",
+        "--val",
+        "photos-test",
+        "--out",
+        str(tmp_path),
+        "--no-compile",
+    ]
     assert main(args) == 0
     assert main(["eval", "--model", "bicubic", str(tmp_path / "last.pt"), "--data", "photos-test", "--scale", "2"]) == 0
     table = capsys.readouterr().out.splitlines()[-4:]

@@ -87,20 +87,28 @@ def test_model_scale_must_match():
 
 
 RESULTS = [
-    {"method": "Bicubic", "name": "Set5", "scale": 2, "psnr": 33.6734, "ssim": 0.93029,
-     "images": [{"name": "baby", "psnr": 37.1, "ssim": 0.95}]},
+    {
+        "method": "Bicubic",
+        "name": "Set5",
+        "scale": 2,
+        "psnr": 33.6734,
+        "ssim": 0.93029,
+        "images": [{"name": "baby", "psnr": 37.1, "ssim": 0.95}],
+    },
     {"method": "Bicubic", "name": "Set14", "scale": 2, "psnr": 30.3246, "ssim": 0.86985, "images": []},
     {"method": "BBCU", "name": "Set5", "scale": 2, "psnr": 37.0, "ssim": 0.95, "images": []},
 ]
 
 
 def test_format_table():
-    assert format_table(RESULTS) == "\n".join([
-        "| Method | Scale | Set5 PSNR/SSIM | Set14 PSNR/SSIM |",
-        "|---|---|---|---|",
-        "| Bicubic | x2 | 33.67/0.9303 | 30.32/0.8699 |",
-        "| BBCU | x2 | 37.00/0.9500 | - |",
-    ])
+    assert format_table(RESULTS) == "\n".join(
+        [
+            "| Method | Scale | Set5 PSNR/SSIM | Set14 PSNR/SSIM |",
+            "|---|---|---|---|",
+            "| Bicubic | x2 | 33.67/0.9303 | 30.32/0.8699 |",
+            "| BBCU | x2 | 37.00/0.9500 | - |",
+        ]
+    )
 
 
 def test_csv_and_json(tmp_path):

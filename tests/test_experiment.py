@@ -158,7 +158,8 @@ def test_shipped_results_name_a_warm_start_by_its_run_folder_not_a_local_path(tm
             {"label": "x2", "checkpoint": "/runs/fp-x2/last.pt", "init_from": None}]  # fmt: skip
     experiment.ship_rows({}, rows, tmp_path, replace=True)
     assert json.loads((tmp_path / "results.json").read_text()) == [
-        {"label": "x4", "init_from": "fp-x2"}, {"label": "x2", "init_from": None}
+        {"label": "x4", "init_from": "fp-x2"},
+        {"label": "x2", "init_from": None},
     ]
 
 

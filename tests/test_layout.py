@@ -80,7 +80,7 @@ def test_no_import_cycle():
         state[module] = "open"
         for target in sorted(RUN_TIME.get(module, ())):
             if state.get(target) == "open":
-                cycles.append(" -> ".join([*path[path.index(target):], target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif target not in state:
                 visit(target, [*path, target])
         state[module] = "done"

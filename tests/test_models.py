@@ -5,6 +5,24 @@ from binsr.nn.binary import BinaryConv2d
 from binsr.nn.config import BBCU_BINARIZATION, VERSION
 from binsr.nn.models import MODELS, PREPRINT_LITERAL, bbcu_k, complete_config, create_model, model_arguments
 
+# edsr-proposed's defaults, all in its registry entry
+PROPOSED_DEFAULTS = {
+    "scale": 2,
+    "n_feats": 64,
+    "n_blocks": 16,
+    "k": None,
+    "sign_backward": "approx",
+    "alpha_mode": "learnable",
+    "weight_grad": "bbcu",
+    "att_bin": "se",
+    "att_res": "se",
+    "gate": "2sigmoid",
+    "gate_init": 1.0,
+    "gate_input": "unit",
+    "a1_init": 1.0,
+    "a2_init": 1.0,
+}
+
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -17,26 +35,32 @@ def test_every_model_and_scale_has_the_right_output_shape(name, scale):
 
 def test_config_records_full_arguments_and_rebuilds_the_model():
     model = create_model("edsr-proposed", scale=2, n_feats=16, n_blocks=2, att_bin="se")
-    assert model.config == {
-        "name": "edsr-proposed",
-        "kwargs": {
-            "scale": 2, "n_feats": 16, "n_blocks": 2, "k": None,
-            "sign_backward": "approx", "alpha_mode": "learnable", "weight_grad": "bbcu",
-            "att_bin": "se", "att_res": "se", "gate": "2sigmoid", "gate_init": 1.0, "gate_input": "unit",
-            "a1_init": 1.0, "a2_init": 1.0,
-        },
-    }
+    assert model.config == {"name": "edsr-proposed", "kwargs": {**PROPOSED_DEFAULTS, "n_feats": 16, "n_blocks": 2}}
     twin = create_model(model.config["name"], **model.config["kwargs"])
     assert twin.state_dict().keys() == model.state_dict().keys()
 
 
 def test_stored_configs_of_every_version_migrate_to_todays_arguments():
     today = create_model("edsr-proposed", n_feats=16, n_blocks=2, att_bin="pixel").config
-    version_2 = {"name": "edsr-proposed", "kwargs": {  # binsr's files until the version was recorded: no "version"
-        "scale": 2, "n_feats": 16, "n_blocks": 2, "att_bin": "pixel", "att_res": "se", "k": None,
-        "alpha_mode": "learnable", "backward": "approx", "a1_init": 1.0, "a2_init": 1.0, "gate": "2sigmoid",
-        "gate_init": 1.0, "weight_grad": "bbcu", "gate_input": "unit",
-    }}
+    version_2 = {
+        "name": "edsr-proposed",
+        "kwargs": {  # binsr's files until the version was recorded: no "version"
+            "scale": 2,
+            "n_feats": 16,
+            "n_blocks": 2,
+            "att_bin": "pixel",
+            "att_res": "se",
+            "k": None,
+            "alpha_mode": "learnable",
+            "backward": "approx",
+            "a1_init": 1.0,
+            "a2_init": 1.0,
+            "gate": "2sigmoid",
+            "gate_init": 1.0,
+            "weight_grad": "bbcu",
+            "gate_input": "unit",
+        },
+    }
     assert complete_config(version_2) == today
     assert complete_config({**version_2, "version": 2}) == today
     # a model stored before gate_input existed had gates that saw the amplified features: it is completed with
@@ -47,8 +71,18 @@ def test_stored_configs_of_every_version_migrate_to_todays_arguments():
     assert complete_config({**version_1, "version": 1}) == amplified
     assert complete_config({**today, "version": VERSION}) == today
     # other models only renamed the sign's backward
-    bbcu = {"name": "edsr-bbcu", "kwargs": {"scale": 2, "n_feats": 8, "n_blocks": 1, "k": None, "alpha_mode": "mean",
-                                            "backward": "clipped", "weight_grad": "bbcu"}}
+    bbcu = {
+        "name": "edsr-bbcu",
+        "kwargs": {
+            "scale": 2,
+            "n_feats": 8,
+            "n_blocks": 1,
+            "k": None,
+            "alpha_mode": "mean",
+            "backward": "clipped",
+            "weight_grad": "bbcu",
+        },
+    }
     assert complete_config(bbcu)["kwargs"]["sign_backward"] == "clipped"
     with pytest.raises(ValueError, match=r"^model config version 4 is not valid; expected an integer in \[1, 3\]$"):
         complete_config({**today, "version": 4})
@@ -56,17 +90,15 @@ def test_stored_configs_of_every_version_migrate_to_todays_arguments():
 
 def test_every_default_is_stated_once_in_the_registry():
     # edsr-proposed's defaults, all in its registry entry; BBCU's binarization is edsr-bbcu's default
-    assert MODELS["edsr-proposed"].defaults == {
-        "scale": 2, "n_feats": 64, "n_blocks": 16, "k": None,
-        "sign_backward": "approx", "alpha_mode": "learnable", "weight_grad": "bbcu",
-        "att_bin": "se", "att_res": "se", "gate": "2sigmoid", "gate_init": 1.0, "gate_input": "unit",
-        "a1_init": 1.0, "a2_init": 1.0,
-    }
+    assert MODELS["edsr-proposed"].defaults == PROPOSED_DEFAULTS
     assert {name: model_arguments(name) for name in MODELS} == {name: e.defaults for name, e in MODELS.items()}
     bbcu = create_model("edsr-bbcu", n_feats=8, n_blocks=1)
     assert {c.binarization for c in bbcu.modules() if isinstance(c, BinaryConv2d)} == {BBCU_BINARIZATION}
-    assert {c.binarization.alpha_mode for c in create_model("bbcu-m", n_feats=8, n_blocks=1).modules()
-            if isinstance(c, BinaryConv2d)} == {"mean"}
+    assert {
+        c.binarization.alpha_mode
+        for c in create_model("bbcu-m", n_feats=8, n_blocks=1).modules()
+        if isinstance(c, BinaryConv2d)
+    } == {"mean"}
 
 
 def test_amplification_factor_defaults():
@@ -97,6 +129,7 @@ def test_binary_layer_counts_and_alpha_modes():
         return [c for c in m.modules() if isinstance(c, BinaryConv2d)]
 
     assert len(binary_convs(create_model("edsr-bbcu", n_feats=8, n_blocks=3))) == 6
+
     def alpha_modes(name):
         return {c.binarization.alpha_mode for c in binary_convs(create_model(name, n_feats=8, n_blocks=1))}
 

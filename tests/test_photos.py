@@ -128,6 +128,7 @@ def test_float_images_in_0_1_are_scaled_and_others_refused(tmp_path, model_file,
 
 def _bomb_png(path):
     """A PNG whose header claims 100000x100000 pixels (10 G, over PIL's decompression-bomb limit)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

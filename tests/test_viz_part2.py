@@ -136,7 +136,7 @@ def test_gate_summary_and_figures():
     assert all(r["edge_corr"] is None and r["m_b_on"] == 1.0 for r in none_rows)
     fig = viz.gate_figure(rows)
     ax_g, ax_s = fig.axes
-    for (bars, key, shift) in zip(ax_g.containers, ("m_b", "m_r"), (-0.15, 0.15), strict=True):
+    for bars, key, shift in zip(ax_g.containers, ("m_b", "m_r"), (-0.15, 0.15), strict=True):
         points = bars.lines[0]
         np.testing.assert_allclose(points.get_xdata(), np.arange(4) + shift)
         assert points.get_ydata().tolist() == [r[f"{key}_mean"] for r in rows]
@@ -486,7 +486,9 @@ def test_manifest_table_and_results(tmp_path):
     ]  # fmt: skip
     ax = viz.results_figure(rows).axes[0]
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines] == [
-        (pytest.approx(3.08), pytest.approx(34.655)), (pytest.approx(3.08), pytest.approx(34.725))]
+        (pytest.approx(3.08), pytest.approx(34.655)),
+        (pytest.approx(3.08), pytest.approx(34.725)),
+    ]
     assert [t.get_text() for t in ax.texts] == ["Bicubic x2: 32.00 dB, below this range"]
     assert ax.get_ylim()[0] > 34.6  # the two models 0.07 dB apart span most of the axis
 

@@ -34,8 +34,17 @@ from binsr.data.imresize import imresize, modcrop
 # is kept small because CI evaluates on it; grayscale photos become 3 equal channels.
 PHOTO_SETS: dict[str, tuple[str, ...]] = {
     "photos-train": (
-        "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field",
-        "moon", "coins", "page", "brick", "grass", "gravel", "cell",
+        "astronaut",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "moon",
+        "coins",
+        "page",
+        "brick",
+        "grass",
+        "gravel",
+        "cell",
     ),
     "photos-test": ("chelsea", "coffee", "camera", "text"),
 }

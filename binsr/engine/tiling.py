@@ -88,8 +88,14 @@ def tiled(
     # A new thread's OpenMP count is the machine's until torch first asks for it: ask, so that it is torch's.
     with ThreadPoolExecutor(workers, initializer=torch.get_num_threads) as pool:
         pieces = pool.map(run, corners) if workers > 1 else map(run, corners)
-        bar = tqdm(zip(corners, pieces, strict=True), total=len(corners), desc="tiles", unit="tile", leave=False,
-                   disable=not progress)
+        bar = tqdm(
+            zip(corners, pieces, strict=True),
+            total=len(corners),
+            desc="tiles",
+            unit="tile",
+            leave=False,
+            disable=not progress,
+        )
         for (y, x), piece in bar:
             y0, x0 = max(y - pad, 0), max(x - pad, 0)
             if out is None:

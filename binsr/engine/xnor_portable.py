@@ -55,6 +55,7 @@ def conv(
         _NO_PACKED if nxt is None else nxt,
     )
 
+
 _NO_RPRELU = np.empty((0, 0), np.float32)
 _NO_MAP = np.empty((0, 0, 0, 0), np.float32)
 _NO_THRESHOLD = np.empty(0, np.float32)

@@ -75,8 +75,9 @@ def _check(spec: object) -> None:
 class Binarization:
     """How a binary conv (`binsr.nn.binary.BinaryConv2d`) binarizes its input and its weights."""
 
-    sign_backward: str = _choice("the activation sign's surrogate gradient: clipped (2), approx (3), identity (4)",
-                                 SIGN_BACKWARDS)
+    sign_backward: str = _choice(
+        "the activation sign's surrogate gradient: clipped (2), approx (3), identity (4)", SIGN_BACKWARDS
+    )
     alpha_mode: str = _choice("weight scale alpha (6): mean|W| each step (BBCU) or a learned parameter", ALPHA_MODES)
     weight_grad: str = _choice("latent-weight gradient (6a): BBCU's STE, or scaled by alpha", WEIGHT_GRADS)
 
@@ -91,10 +92,14 @@ class Attention:
     att_bin: str = _choice("attention on the binary branch, Att_b (12)", ATTENTION_KINDS)
     att_res: str = _choice("attention on the full-precision residual, Att_r (12)", ATTENTION_KINDS)
     gate: str = _choice("gate form (9a): sigmoid (the papers) or 2 sigmoid (1 at z = 0)", GATE_FORMS)
-    gate_init: float | None = _number("the value every gate map starts at (9a)", FINITE,
-                                      none="PyTorch's default init of the last layer (the papers)")
-    gate_input: str = _choice("what the gates see (9b): the features / k (unit) or as they are, k-amplified "
-                              "(amplified: spatial and pixel gates jump at step 1, README)", GATE_INPUTS)
+    gate_init: float | None = _number(
+        "the value every gate map starts at (9a)", FINITE, none="PyTorch's default init of the last layer (the papers)"
+    )
+    gate_input: str = _choice(
+        "what the gates see (9b): the features / k (unit) or as they are, k-amplified "
+        "(amplified: spatial and pixel gates jump at step 1, README)",
+        GATE_INPUTS,
+    )
     a1_init: float = _number("start of a1, the binary branch's scale (12)", FINITE)
     a2_init: float = _number("start of a2, the residual's scale (12)", FINITE)
 
@@ -119,8 +124,9 @@ class ModelConfig:
     scale: int = _choice("upscaling factor", SCALES)
     n_feats: int = _number("channels (width)", Interval(1, 256, integer=True))
     n_blocks: int = _number("residual blocks (depth)", Interval(1, 32, integer=True))
-    k: float | None = _number("amplification factor k (14), by which the output is divided", POSITIVE,
-                              none="BBCU's 130 * n_feats / 64")
+    k: float | None = _number(
+        "amplification factor k (14), by which the output is divided", POSITIVE, none="BBCU's 130 * n_feats / 64"
+    )
     res_scale: float | None = _number("factor of each full-precision residual block's branch", FINITE)
     binarization: Binarization | None = None
     attention: Attention | None = None

@@ -202,7 +202,7 @@ MODELS: dict[str, Entry] = {
     "srresnet-fp": Entry(srresnet_fp, {"scale": 4, "n_feats": 64, "n_blocks": 16}),
     "bbcu-l": Entry(bbcu_l, {"scale": 4, "n_feats": 64, "n_blocks": 16, "k": None}),
     "bbcu-m": Entry(bbcu_m, {"scale": 4, "n_feats": 64, "n_blocks": 16, "k": None}),
-}
+}  # fmt: skip
 
 # The preprint read literally: no amplification, a1 = a2 = 1, sigmoid gates with PyTorch's default init.
 PREPRINT_LITERAL = {"k": 1.0, "a1_init": 1.0, "a2_init": 1.0, "gate": "sigmoid", "gate_init": None}

@@ -45,15 +45,17 @@ class TrainConfig:
         None, "start from the weights of this checkpoint that fit by name and shape (e.g. an x2 model for x4)"
     )
     teacher: str | None = _setting(
-        None, "also learn this frozen model's output on the same LR patch: a checkpoint or shipped model of the run's "
-        "scale, e.g. edsr-fp-x2 (binsr.training.distill)"
+        None,
+        "also learn this frozen model's output on the same LR patch: a checkpoint or shipped model of the run's "
+        "scale, e.g. edsr-fp-x2 (binsr.training.distill)",
     )
     distill_weight: float = _setting(
         1.0, "with --teacher: the loss is L1(SR, HR) + W * L1(SR, teacher's SR), or W times the feature distance"
     )
     distill_features: str | None = _setting(
-        None, "with --teacher: learn the teacher's body block outputs (each divided by k) instead of its output, by "
-        "their l1 or cosine distance; needs bodies of one shape (n_feats, n_blocks)"
+        None,
+        "with --teacher: learn the teacher's body block outputs (each divided by k) instead of its output, by "
+        "their l1 or cosine distance; needs bodies of one shape (n_feats, n_blocks)",
     )
 
     def __post_init__(self) -> None:
@@ -66,5 +68,17 @@ class TrainConfig:
 
 
 # The fields a resumed run must share with the checkpoint to take the same steps.
-TRAJECTORY_FIELDS = ("scale", "steps", "lr", "lr_patch", "batch_size", "betas", "scalar_lr", "train_set", "seed",
-                     "teacher", "distill_weight", "distill_features")
+TRAJECTORY_FIELDS = (
+    "scale",
+    "steps",
+    "lr",
+    "lr_patch",
+    "batch_size",
+    "betas",
+    "scalar_lr",
+    "train_set",
+    "seed",
+    "teacher",
+    "distill_weight",
+    "distill_features",
+)

@@ -66,7 +66,9 @@ def train_speed_rows(repeats: int = 5) -> list[dict]:
 
 def format_train_speed(rows: list[dict]) -> str:
     """The table `binsr bench --train` prints: ratios, with the step times that make them."""
-    lines = ["model            compiled vs eager   step vs FP step (compiled)",]
+    lines = [
+        "model            compiled vs eager   step vs FP step (compiled)",
+    ]
     for row in rows:
         lines.append(f"{row['model']:<16} {row['compile_speedup']:>6.2f}x            {row['vs_fp_compiled']:>6.2f}x")
     lines.append("(1 thread, batch 16 x 48 px, x2, 32 x 8; median of interleaved steps; goals: >= 1.6x, <= 1.3x)")

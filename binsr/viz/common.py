@@ -143,9 +143,7 @@ def capture(model: nn.Module, image: np.ndarray | torch.Tensor, module_name: str
 
 
 # 24-level colour maps: noisy feature maps drawn with a continuous map make PNGs that do not compress.
-QUANTIZED_CMAPS = {
-    name: matplotlib.colormaps[name].resampled(24) for name in ("viridis", "magma", "inferno")
-}
+QUANTIZED_CMAPS = {name: matplotlib.colormaps[name].resampled(24) for name in ("viridis", "magma", "inferno")}
 
 
 @functools.cache

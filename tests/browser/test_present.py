@@ -60,7 +60,7 @@ def test_the_presenter_view_runs_and_a_slider_redraws(voila, browser, notebook, 
         text = page.inner_text("body")
         for sign in ("Traceback", "There was an error when executing cell"):
             if sign in text:
-                s.fail("error", f"an error output: {text[text.index(sign):][:500]}")
+                s.fail("error", f"an error output: {text[text.index(sign) :][:500]}")
         if "torch.set_num_threads" in text:  # every notebook's set-up cell
             s.fail("code", "the code cells are shown: the presenter view hides them")
         try:  # the widgets are drawn once the page is complete
