@@ -37,8 +37,8 @@ nb_ipywidgets_js = {}  # no widget manager from a CDN: each widget is followed b
 # Broken cross-references and missing images fail the build (`-W`); types from other packages have no page here.
 nitpicky = True
 nitpick_ignore_regex = [(r"py:(class|obj|data|exc)", r"(torch|np|numpy|nn|pathlib|typing|collections|matplotlib|"
-                         r"PIL|numba|argparse|io|os|ctypes|Path|Figure|Tensor|Callable|Iterable|Iterator|Sequence|Mapping)"
-                         r"(\..*)?")]
+                         r"PIL|numba|argparse|io|os|ctypes|dataclasses|Path|Figure|Tensor|Callable|Iterable|"
+                         r"Iterator|Sequence|Mapping)(\..*)?")]
 
 
 
