@@ -78,13 +78,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         takers = [model for model, entry in MODELS.items() if name in entry.defaults]
         text = meta["help"] + (f"; none: {meta['none']}" if meta.get("none") else "")
         text += "" if len(takers) == len(MODELS) else f" ({', '.join(takers)})"
-        if name == "scale":  # also the run's scale (TrainConfig), so it has the run's default
-            default = TrainConfig().scale
-            parser.add_argument(
-                flag, type=int, choices=meta["choices"], default=default, help=f"{text} (default {default})"
-            )
-        elif "choices" in meta:
-            parser.add_argument(flag, choices=meta["choices"], help=text)
+        if "choices" in meta:  # of the choices' type: --scale 4 is the int 4
+            parser.add_argument(flag, type=type(meta["choices"][0]), choices=meta["choices"], help=text)
         else:
             parse = _number(int if meta["valid"].integer else float, meta["valid"])
             parser.add_argument(flag, type=_or_none(parse) if meta.get("none") else parse, help=text)
@@ -153,9 +148,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig that parsed `binsr train` options describe (lists become the tuples of the fields)."""
+    """The TrainConfig that parsed `binsr train` options describe (lists become the tuples of the fields; the
+    run's scale is --scale, else the model's registry default)."""
+    from binsr.nn.models import MODELS
+
     names = {setting.name for setting in fields(TrainConfig)}
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names})
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names}
+    if values["scale"] is None:  # --scale not given: the model's own (BBCU-L and BBCU-M are x4 nets)
+        values["scale"] = MODELS[args.model].defaults["scale"]
+    return TrainConfig(**values)
 
 
 # ---- commands ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from binsr.nn import checkpoint
 from binsr.nn.checkpoint import load_model
 from binsr.nn.config import argument_fields
 from binsr.nn.models import MODELS, model_arguments
+from binsr.training.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,18 @@ def test_every_model_argument_is_an_option_that_reaches_the_models_config(comman
             built = model_arguments(model, **model_kwargs(args))
             assert built[name] == value != entry.defaults[name], (model, name)
     args = parser.parse_args(["summary", "edsr-proposed", "--gate-init", "none", "--k", "None"])
-    assert model_kwargs(args) == {"scale": 2, "gate_init": None, "k": None}
+    assert model_kwargs(args) == {"gate_init": None, "k": None}
+
+
+def test_a_model_given_no_scale_has_its_registry_scale_in_summary_and_train(capsys, monkeypatch):
+    """--scale has no default of its own: BBCU-L is an x4 net (BBCU's Table 1), the EDSR models x2."""
+    assert main(["summary", "bbcu-l"]) == 0
+    assert "'scale': 4" in capsys.readouterr().out.splitlines()[0]
+    runs = []
+    monkeypatch.setattr("binsr.training.train.train", lambda *a, **kw: runs.append(a) or TrainResult(None, 1, 0.0))
+    for model, scale in (("bbcu-l", 4), ("edsr-fp", 2)):
+        assert main(["train", "--model", model, "--steps", "1"]) == 0
+        assert runs[-1][2].scale == scale and runs[-1][3] == f"runs/train/{model}-x{scale}"
 
 
 def test_help_lists_every_command_in_order(capsys):

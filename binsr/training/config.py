@@ -25,7 +25,7 @@ def _setting(default, help: str, *aliases: str, valid: Interval | None = None):
 class TrainConfig:
     """Every setting of a training run but the model; `binsr train` has one option per field."""
 
-    scale: int = _setting(2, "upscaling factor: 2, 3 or 4")
+    scale: int = _setting(2, "upscaling factor: 2, 3 or 4", valid=Interval(2, 4, integer=True))
     steps: int = _setting(1000, "optimizer steps", valid=POSITIVE_COUNT)
     lr: float = _setting(5e-4, "peak learning rate (cosine decay to 0)", valid=LEARNING_RATE)
     lr_patch: int = _setting(48, "LR patch side", valid=POSITIVE_COUNT)
